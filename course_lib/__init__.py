@@ -1,0 +1,1 @@
+"""Generative AI from scratch: reusable components for the course notebooks."""

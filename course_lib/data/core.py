@@ -1,0 +1,147 @@
+"""Where the course's data lives, how it is checked, and how it is fetched.
+
+One setting decides where datasets are read from: the environment variable
+``COURSE_DATA`` (default: the ``data/`` folder of a source checkout, else
+``~/.cache/genai-course/data``). Every file the course reads is listed with its
+sha256 in ``SHA256SUMS`` next to this module and checked before use, so a
+truncated or altered file is caught with a message that names it.
+
+Downloads happen only when they are allowed (``COURSE_OFFLINE`` unset or 0) and
+are written to a temporary file that is renamed into place only once complete,
+so an interrupted download never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from functools import lru_cache
+from pathlib import Path
+
+DATA_ENV = "COURSE_DATA"
+OFFLINE_ENV = "COURSE_OFFLINE"
+_MANIFEST = Path(__file__).with_name("SHA256SUMS")
+
+
+class DataError(RuntimeError):
+    """A dataset file is missing or corrupt; the message says how to fix it."""
+
+
+def data_root() -> Path:
+    """The folder datasets are read from (and downloaded into)."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        root = Path(env).expanduser().resolve()
+        if not root.is_dir():
+            raise DataError(
+                f"{DATA_ENV}={env!r} points to {root}, which is not a folder.\n"
+                f"Fix: set {DATA_ENV} to an existing folder (for example the course's data/ "
+                f"folder or an offline copy such as ../shared/data), or unset it to use the default."
+            )
+        return root
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "data").is_dir():
+        return checkout / "data"
+    return Path.home() / ".cache" / "genai-course" / "data"
+
+
+def downloads_allowed() -> bool:
+    """False when the environment says to stay offline (``COURSE_OFFLINE=1``)."""
+    return os.environ.get(OFFLINE_ENV, "0").strip().lower() not in ("1", "true", "yes")
+
+
+@lru_cache(maxsize=1)
+def manifest() -> dict[str, str]:
+    """Relative path -> expected sha256 for every file the course reads."""
+    table = {}
+    for line in _MANIFEST.read_text(encoding="utf-8").splitlines():
+        digest, rel = line.split(None, 1)
+        table[rel.strip()] = digest
+    return table
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_verified: dict[tuple[str, int, int], bool] = {}
+
+
+def _missing_message(path: Path, how_to_get: str) -> str:
+    root = data_root()
+    return (
+        f"Missing data file: {path}\n"
+        f"Expected it under the data root {root} (set by {DATA_ENV}).\n"
+        f"Fix, either:\n"
+        f"  - point {DATA_ENV} at a folder that holds it, e.g. `export {DATA_ENV}=../shared/data`, or\n"
+        f"  - {how_to_get}"
+    )
+
+
+def verify(rel: str, root: Path | None = None) -> Path:
+    """Check that ``root/rel`` exists and has the published sha256; return its path.
+
+    Results are remembered per (path, size, mtime) so repeated loads stay fast.
+    """
+    root = data_root() if root is None else root
+    path = root / rel
+    if not path.is_file():
+        raise DataError(_missing_message(path, "go online and call the loader again to download it."))
+    expected = manifest().get(rel)
+    if expected is None:
+        return path
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _verified:
+        actual = sha256_of(path)
+        if actual != expected:
+            raise DataError(
+                f"Corrupt data file: {path}\n"
+                f"sha256 is {actual}, expected {expected} (truncated download or edited file?).\n"
+                f"Fix: delete the file and run the loader again online to re-download it, "
+                f"or point {DATA_ENV} at an intact copy."
+            )
+        _verified[key] = True
+    return path
+
+
+def atomic_download(url: str, dest: Path, expected_sha256: str | None = None) -> Path:
+    """Download ``url`` to ``dest`` via a temporary file; rename only when complete and checked."""
+    if not downloads_allowed():
+        raise DataError(
+            f"Missing data file: {dest}\n"
+            f"Downloads are switched off ({OFFLINE_ENV}=1).\n"
+            f"Fix: unset {OFFLINE_ENV} to download it from {url}, or point {DATA_ENV} at a folder that holds it."
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            shutil.copyfileobj(response, out)
+        if expected_sha256 is not None and sha256_of(Path(tmp)) != expected_sha256:
+            raise DataError(f"Downloaded {url} but its sha256 does not match the published one; try again later.")
+        os.replace(tmp, dest)
+    except OSError as err:
+        raise DataError(
+            f"Could not download {url} to {dest}: {err}\n"
+            f"Fix: check your internet connection, or point {DATA_ENV} at an offline copy of the data."
+        ) from err
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def fetch(rel: str, url: str) -> Path:
+    """Return the checked path of ``rel`` under the data root, downloading it first if missing."""
+    root = data_root()
+    path = root / rel
+    if not path.is_file():
+        atomic_download(url, path, manifest().get(rel))
+    return verify(rel, root)

@@ -1,0 +1,99 @@
+"""Run profiles: one switch that scales every notebook.
+
+- ``smoke``: tests and CI, each notebook in under a minute on 2 CPU cores.
+- ``cpu``: a laptop, each notebook in under 10 minutes with recognizable results.
+- ``gpu``: one GPU, strong results in minutes.
+
+The switch is the environment variable ``COURSE_PROFILE``; without it the profile is
+``gpu`` when CUDA is available, else ``cpu``. A notebook declares its sizes for all three
+profiles in one cell and reads the active one::
+
+    cfg = sizes(
+        smoke=dict(n_train=2_000, epochs=1),
+        cpu=dict(n_train=60_000, epochs=5),
+        gpu=dict(n_train=60_000, epochs=30),
+    )
+    cfg.epochs  # the value for the active profile
+"""
+from __future__ import annotations
+
+import os
+from types import MappingProxyType
+from typing import Any
+
+PROFILE_ENV = "COURSE_PROFILE"
+PROFILES = ("smoke", "cpu", "gpu")
+
+
+class ProfileError(ValueError):
+    """An unknown profile name, or sizes that do not cover every profile alike."""
+
+
+def active_profile() -> str:
+    """The profile in force: ``COURSE_PROFILE`` if set, else ``gpu`` with CUDA, else ``cpu``."""
+    name = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if not name:
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if name not in PROFILES:
+        raise ProfileError(
+            f"Unknown profile {name!r} in {PROFILE_ENV}. Valid profiles: {', '.join(PROFILES)}.\n"
+            f"Fix: `export {PROFILE_ENV}=cpu` (or smoke / gpu), or unset it to choose automatically."
+        )
+    return name
+
+
+class Sizes:
+    """Read-only attribute access to one profile's sizes (``cfg.epochs``, ``cfg['epochs']``)."""
+
+    def __init__(self, profile: str, values: dict[str, Any]):
+        object.__setattr__(self, "profile", profile)
+        object.__setattr__(self, "_values", MappingProxyType(dict(values)))
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"No size {key!r} in profile {self.profile!r}; known: {sorted(self._values)}") from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Sizes are read-only: change them in the notebook's sizes(...) cell.")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
+        return f"Sizes[{self.profile}]({inner})"
+
+
+def sizes(profile: str | None = None, **per_profile: dict[str, Any]) -> Sizes:
+    """Pick the active profile's sizes from one declaration covering ``smoke``, ``cpu`` and ``gpu``.
+
+    Every profile must name the same keys, so a size can never silently exist in one
+    profile only.
+    """
+    missing = [p for p in PROFILES if p not in per_profile]
+    extra = [p for p in per_profile if p not in PROFILES]
+    if missing or extra:
+        raise ProfileError(
+            f"sizes() needs exactly the profiles {', '.join(PROFILES)}; "
+            f"missing: {missing or 'none'}, unknown: {extra or 'none'}."
+        )
+    keys = {p: set(v) for p, v in per_profile.items()}
+    reference = keys["smoke"]
+    for p, k in keys.items():
+        if k != reference:
+            raise ProfileError(
+                f"Profile {p!r} declares keys {sorted(k)} but 'smoke' declares {sorted(reference)}; "
+                f"every profile must set the same sizes."
+            )
+    if profile is None:
+        profile = active_profile()
+    elif profile not in PROFILES:
+        raise ProfileError(f"Unknown profile {profile!r}. Valid profiles: {', '.join(PROFILES)}.")
+    return Sizes(profile, per_profile[profile])
