@@ -1,1 +1,24 @@
-"""Generative AI from scratch: reusable components for the course notebooks."""
+"""Generative AI from scratch: reusable components for the course notebooks.
+
+Modules, one concern each:
+
+- ``profiles``: the smoke / cpu / gpu switch and per-notebook sizes
+- ``device``: device choice and seeding
+- ``data``: datasets from one data root, checked by sha256
+- ``train``: a small training loop, loss history, checkpoints
+- ``viz``: image grids, loss curves, side-by-side rows, animations
+- ``results``: the results record each notebook writes at its end
+- ``fcd``: the Frechet classifier distance for 28x28 images
+- ``notebook``: the set-up call at the top of every notebook
+"""
+from .device import describe_device, get_device, seed_everything
+from .notebook import setup
+from .profiles import PROFILES, ProfileError, active_profile, sizes
+from .results import record_results
+
+__version__ = "0.1.0"
+__all__ = [
+    "PROFILES", "ProfileError", "active_profile", "sizes",
+    "get_device", "describe_device", "seed_everything",
+    "setup", "record_results",
+]

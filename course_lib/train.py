@@ -1,0 +1,201 @@
+"""A small, readable training loop and checkpoints.
+
+Models stay plain ``nn.Module``s; a notebook supplies a ``loss_fn(model, batch)`` that returns
+the loss (or ``(loss, {"name": value, ...})`` to log more numbers) and calls::
+
+    history = fit(model, optimizer, loss_fn, loader, steps=2_000, device=device)
+    plot_history(history)
+
+``fit`` shows a tqdm progress bar, keeps a loss history, uses bf16 autocast on CUDA,
+optionally ``torch.compile``s the model, and with ``checkpoint=path`` saves and resumes
+training (model, optimizer, step and history) with atomic writes and
+``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+class History:
+    """Metric name -> list of (step, value); plain Python data, so it checkpoints safely."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[tuple[int, float]]] = {}
+
+    def log(self, step: int, **metrics: float) -> None:
+        for name, value in metrics.items():
+            self.records.setdefault(name, []).append((int(step), float(value)))
+
+    def steps(self, name: str) -> list[int]:
+        return [s for s, _ in self.records[name]]
+
+    def values(self, name: str) -> list[float]:
+        return [v for _, v in self.records[name]]
+
+    def last(self, name: str) -> float:
+        return self.records[name][-1][1]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.records
+
+    def state_dict(self) -> dict[str, list[list[float]]]:
+        return {k: [[s, v] for s, v in rows] for k, rows in self.records.items()}
+
+    def load_state_dict(self, state: dict[str, list[list[float]]]) -> None:
+        self.records = {k: [(int(s), float(v)) for s, v in rows] for k, rows in state.items()}
+
+    def __repr__(self) -> str:
+        return "History(" + ", ".join(f"{k}: {len(v)} points" for k, v in self.records.items()) + ")"
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a tensor, or tensors nested in tuples/lists/dicts, to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def autocast(device: torch.device, enabled: bool | None = None):
+    """bf16 autocast on CUDA by default; on CPU only when asked (``enabled=True``)."""
+    if enabled is None:
+        enabled = device.type == "cuda"
+    if not enabled or device.type not in ("cuda", "cpu"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def save_checkpoint(path: str | Path, **state: Any) -> Path:
+    """Save ``state`` (state_dicts, ints, lists...) atomically: temp file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}. Train first, or check the path.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise RuntimeError(
+            f"Could not read checkpoint {path}: {err}\nFix: delete the file and train again."
+        ) from err
+
+
+def _cycle(data: Iterable):
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("The data given to fit() yielded no batches.")
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor | tuple[torch.Tensor, dict[str, float]]],
+    data: Iterable,
+    *,
+    steps: int,
+    device: torch.device | str | None = None,
+    history: History | None = None,
+    log_every: int = 10,
+    amp: bool | None = None,
+    compile: bool = False,
+    grad_clip: float | None = None,
+    scheduler: Any = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    progress: bool = True,
+    desc: str = "train",
+) -> History:
+    """Train for ``steps`` optimizer steps over ``data`` (cycled as often as needed).
+
+    With ``checkpoint`` set, an existing checkpoint is resumed from (model, optimizer,
+    scheduler, step, history) and a new one is written every ``checkpoint_every`` steps
+    and at the end.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    history = history if history is not None else History()
+    start = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        history.load_state_dict(state["history"])
+        start = int(state["step"])
+
+    def save(step: int) -> None:
+        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), step=step,
+                     history=history.state_dict())
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        save_checkpoint(checkpoint, **state)
+
+    step_model = torch.compile(model) if compile else model
+    model.train()
+    batches = _cycle(data)
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
+    for step in bar:
+        batch = to_device(next(batches), device)
+        with autocast(device, amp):
+            out = loss_fn(step_model, batch)
+        loss, extra = out if isinstance(out, tuple) else (out, {})
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Loss became {loss.item()} at step {step}. Lower the learning rate, check the "
+                "inputs' range, or clip gradients (grad_clip=1.0)."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if step % log_every == 0 or step == steps - 1:
+            logged = {"loss": loss.item(), **{k: float(v) for k, v in extra.items()}}
+            history.log(step, **logged)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0:
+            save(step + 1)
+    if checkpoint is not None and start < steps:
+        save(steps)
+    return history
+
+
+def cosine_lr(step: int, total: int, warmup: int = 0, min_ratio: float = 0.1) -> float:
+    """Multiplier for LambdaLR: linear warm-up, then cosine decay to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -1,0 +1,106 @@
+"""Rebuild the README's syllabus and results tables from the records in results/.
+
+    python scripts/update_readme.py           # rewrite README.md between its markers
+    python scripts/update_readme.py --check   # exit 1 if README.md is out of date
+
+Only measured numbers appear: a profile without a record shows "not yet measured".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from course_lib.results import load_results  # noqa: E402
+
+README = ROOT / "README.md"
+
+# (notebook stem, what you learn). Notebooks not yet in notebooks/ are listed as planned.
+SYLLABUS = [
+    ("00_orientation", "Tour of the course and course_lib; a first generative model: a Gaussian mixture fitted by EM, sampled and checked"),
+    ("01_generative_modelling_basics", "Maximum likelihood, forward vs reverse KL, sampling, held-out log-likelihood"),
+    ("02_autoencoders", "Autoencoders and denoising autoencoders; why a plain AE is not a generator"),
+    ("03_vae", "ELBO, reparameterization, IWAE bound, beta-VAE, posterior collapse"),
+    ("04_gan_dcgan", "The minimax game, non-saturating loss, mode collapse, DCGAN"),
+    ("05_conditional_gan_wgan", "Conditional GANs, WGAN and the gradient penalty"),
+    ("06_cyclegan", "Unpaired image-to-image translation with cycle consistency"),
+    ("07_ddpm", "Diffusion: forward process, noise schedules, epsilon-prediction, a small UNet"),
+    ("08_ddim_guidance", "DDIM fast sampling, classifier-free guidance, spoken-digit diffusion"),
+    ("09_attention_transformer", "Scaled dot-product attention, masks, positional encodings, the Transformer block"),
+    ("10_gpt", "A GPT language model on Shakespeare and Tang poems; BPE, sampling, KV cache"),
+    ("11_seq2seq_translation", "Encoder-decoder translation on Multi30k, beam search, BLEU"),
+    ("12_ner_finetuning", "Fine-tuning a pretrained encoder for named-entity recognition"),
+    ("13_peft_lora_adapters", "LoRA and adapters on scarce vertical data"),
+    ("14_evaluating_generative_models", "FCD, KID, precision/recall, memorization, CAS"),
+    ("15_capstone_gold_mine_or_bubble", "Can synthetic data rescue a data-scarce domain, and what does it cost?"),
+]
+
+BEGIN = {"syllabus": "<!-- syllabus:begin -->", "results": "<!-- results:begin -->"}
+END = {"syllabus": "<!-- syllabus:end -->", "results": "<!-- results:end -->"}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def syllabus_table(records: list[dict]) -> str:
+    times = {(r["notebook"], r["profile"]): r["wall_time_s"] for r in records}
+    rows = ["| notebook | what you learn | cpu (2 cores) | gpu |", "|---|---|---|---|"]
+    for stem, what in SYLLABUS:
+        exists = (ROOT / "notebooks" / f"{stem}.ipynb").is_file()
+        name = f"[{stem}](notebooks/{stem}.ipynb)" if exists else f"{stem} (planned)"
+        cells = []
+        for profile in ("cpu", "gpu"):
+            t = times.get((stem, profile))
+            cells.append(_minutes(t) if t is not None else ("not yet measured" if exists else ""))
+        rows.append(f"| {name} | {what} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows)
+
+
+def results_table(records: list[dict]) -> str:
+    rows = ["| notebook | profile | device | wall time | metrics | commit |", "|---|---|---|---|---|---|"]
+    for r in records:
+        if r["profile"] == "smoke":
+            continue
+        metrics = ", ".join(f"{k} = {v:.4g}" for k, v in r["metrics"].items())
+        rows.append(f"| {r['notebook']} | {r['profile']} | {r['device']} | {_minutes(r['wall_time_s'])} "
+                    f"| {metrics} | {r['commit']} |")
+    if len(rows) == 2:
+        rows.append("| (no records yet) | | | | | |")
+    return "\n".join(rows)
+
+
+def render(text: str, records: list[dict]) -> str:
+    tables = {"syllabus": syllabus_table(records), "results": results_table(records)}
+    for key, table in tables.items():
+        start, end = text.find(BEGIN[key]), text.find(END[key])
+        if start < 0 or end < start:
+            raise ValueError(f"README.md lacks the markers {BEGIN[key]} ... {END[key]}.")
+        text = text[: start + len(BEGIN[key])] + "\n" + table + "\n" + text[end:]
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+    old = README.read_text(encoding="utf-8")
+    new = render(old, load_results(args.results))
+    if args.check:
+        if new != old:
+            print("README.md tables are out of date: run `python scripts/update_readme.py`.")
+            return 1
+        return 0
+    if new != old:
+        tmp = README.with_suffix(".md.tmp")
+        tmp.write_text(new, encoding="utf-8")
+        tmp.replace(README)
+    print("README.md tables", "updated" if new != old else "already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The course's own structure: notebook anatomy, generated cells, README and dependency lists."""
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import sync_notebooks  # noqa: E402
+import update_readme  # noqa: E402
+from sync_notebooks import tomllib  # noqa: E402  (tomli on Python 3.10)
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no notebook"
+
+
+def markdown(nb) -> str:
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_anatomy(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and re.match(rf"# {path.stem[:2]} · \S", first.source), \
+        "first cell: '# NN · Title'"
+    text = markdown(nb)
+    for heading in ["Learning objectives", "Prerequisites", "Runtime"]:
+        assert f"**{heading}" in first.source, f"first cell lacks {heading}"
+    assert "| `smoke` |" in first.source and "| `cpu` |" in first.source and "| `gpu` |" in first.source
+    assert "colab.research.google.com/github/" in first.source
+    for section in ["## Pitfalls", "## Exercises", "## Summary", "## References"]:
+        assert section in text, f"missing section {section}"
+    setup = [c for c in nb.cells if "setup" in c.metadata.get("tags", [])]
+    assert len(setup) == 1 and nb.cells.index(setup[0]) <= 2, "the set-up cell comes right after the introduction"
+    assert "check_exercise(" in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    hidden = [c for c in nb.cells if c.metadata.get("jupyter", {}).get("source_hidden")]
+    assert hidden, "exercise solutions live in hidden cells"
+    assert "record_results(" in nb.cells[-2].source + nb.cells[-1].source + "".join(
+        c.source for c in nb.cells[-4:]), "the notebook ends by recording its results"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runtime_table_has_numbers_or_says_unmeasured(path):
+    first = nbformat.read(path, as_version=4).cells[0].source
+    for row in re.findall(r"^\| `(?:smoke|cpu|gpu)` \|.*$", first, flags=re.MULTILINE):
+        cell = row.rstrip("|").split("|")[-1].strip()
+        assert re.fullmatch(r"~?\d+(\.\d+)? (s|min)|not yet measured", cell), f"runtime cell {cell!r}"
+
+
+def test_badges_and_setup_cells_match_pyproject():
+    course = sync_notebooks.course_settings()
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        assert not sync_notebooks.synced(nb, path.stem, course), \
+            f"{path.name} is out of date: run `python scripts/sync_notebooks.py`"
+        assert sync_notebooks.badge(path.stem, course) in nb.cells[0].source
+
+
+def test_setup_cell_installs_only_course_lib_on_colab():
+    source = sync_notebooks.setup_source("00_orientation", sync_notebooks.course_settings())
+    installs = [line for line in source.splitlines() if "pip install" in line]
+    assert len(installs) == 1 and "course_lib @ git+https://github.com/" in installs[0]
+    assert not re.search(r"\b(torch|numpy|pyarrow)\b", installs[0])
+
+
+def test_sync_detects_a_stale_badge():
+    course = sync_notebooks.course_settings()
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    nb.cells[0].source = nb.cells[0].source.replace(course["repository"], "someone/else")
+    assert sync_notebooks.synced(nb, NOTEBOOKS[0].stem, course)
+
+
+def _env_yml_pip_deps() -> set[str]:
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = lines.index("  - pip:")
+    deps = set()
+    for line in lines[start + 1:]:
+        m = re.match(r"^\s{6}- (.+)$", line)
+        if not m:
+            break
+        deps.add(m.group(1).strip())
+    return deps - {"-e ."}
+
+
+def test_environment_yml_and_pyproject_name_the_same_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pyproject = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = _env_yml_pip_deps()
+    assert env == pyproject, f"only in environment.yml: {env - pyproject}; only in pyproject: {pyproject - env}"
+
+
+def test_readme_tables_are_up_to_date():
+    text = (ROOT / "README.md").read_text()
+    records = update_readme.load_results(ROOT / "results")
+    assert update_readme.render(text, records) == text, "run `python scripts/update_readme.py`"
+
+
+def test_readme_names_its_commands():
+    text = (ROOT / "README.md").read_text()
+    for needle in ["pip install -e \".[dev]\"", "jupyter lab notebooks/00_orientation.ipynb", "pytest",
+                   "COURSE_PROFILE", "COURSE_DATA", "environment.yml", "Colab"]:
+        assert needle in text, f"README should mention {needle}"
+
+
+def test_committed_results_follow_the_record_format():
+    for path in (ROOT / "results").glob("*/*.json"):
+        rec = update_readme.load_results(path.parents[1])
+        assert all(r["profile"] in ("cpu", "gpu") for r in rec), "smoke records are never committed"
+        assert (ROOT / "notebooks" / f"{path.parent.name}.ipynb").is_file()

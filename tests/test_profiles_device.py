@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+import course_lib
+from course_lib.device import get_device, seed_everything
+from course_lib.profiles import PROFILES, ProfileError, active_profile, sizes
+
+DECL = dict(smoke=dict(n=1, lr=0.1), cpu=dict(n=10, lr=0.1), gpu=dict(n=100, lr=0.2))
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_env_selects_profile(monkeypatch, name):
+    monkeypatch.setenv("COURSE_PROFILE", name)
+    assert active_profile() == name
+    assert sizes(**DECL).n == DECL[name]["n"]
+
+
+def test_profile_name_is_case_and_space_tolerant(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", " CPU ")
+    assert active_profile() == "cpu"
+
+
+def test_default_profile_follows_cuda(monkeypatch):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert active_profile() == "gpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert active_profile() == "cpu"
+
+
+def test_unknown_profile_lists_valid_ones(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "laptop")
+    with pytest.raises(ProfileError) as err:
+        active_profile()
+    message = str(err.value)
+    assert "'laptop'" in message and "smoke, cpu, gpu" in message and "export COURSE_PROFILE" in message
+
+
+def test_sizes_need_all_profiles_with_same_keys():
+    with pytest.raises(ProfileError, match="missing: \\['gpu'\\]"):
+        sizes(profile="cpu", smoke=dict(n=1), cpu=dict(n=2))
+    with pytest.raises(ProfileError, match="same sizes"):
+        sizes(profile="cpu", smoke=dict(n=1), cpu=dict(n=2, extra=3), gpu=dict(n=3))
+    with pytest.raises(ProfileError, match="Unknown profile"):
+        sizes(profile="tpu", **DECL)
+
+
+def test_sizes_are_read_only_and_explain_missing_keys():
+    cfg = sizes(profile="gpu", **DECL)
+    assert cfg["lr"] == 0.2 and cfg.as_dict() == DECL["gpu"] and cfg.profile == "gpu"
+    with pytest.raises(AttributeError, match="read-only"):
+        cfg.n = 5
+    with pytest.raises(AttributeError, match="No size 'epochs'"):
+        cfg.epochs
+
+
+def test_seed_everything_reproduces_all_generators():
+    import random
+
+    import numpy as np
+
+    def draw():
+        return random.random(), float(np.random.rand()), torch.rand(3)
+
+    seed_everything(7)
+    a = draw()
+    seed_everything(7)
+    b = draw()
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    seed_everything(8)
+    assert not torch.equal(draw()[2], a[2])
+
+
+def test_deterministic_mode_switches_torch_to_deterministic_kernels():
+    try:
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_get_device(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_device().type in ("cpu", "mps")
+    assert get_device("cpu").type == "cpu"
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        get_device("cuda")
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert get_device().type == "cpu"
+
+
+def test_setup_prints_profile_device_and_returns_session(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    session = course_lib.setup("00_orientation")
+    out = capsys.readouterr().out
+    assert session.profile == "smoke" and "profile  : smoke" in out and "device   :" in out
+    assert session.device == get_device()

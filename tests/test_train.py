@@ -1,0 +1,130 @@
+import os
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_lib.train import History, autocast, cosine_lr, fit, load_checkpoint, save_checkpoint
+
+
+def regression_problem(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 3, generator=g)
+    w = torch.tensor([[1.5], [-2.0], [0.5]])
+    y = x @ w + 0.3
+    return DataLoader(TensorDataset(x, y), batch_size=32, shuffle=False), w
+
+
+def mse(model, batch):
+    x, y = batch
+    return nn.functional.mse_loss(model(x), y)
+
+
+def test_fit_learns_a_linear_map_and_logs_history():
+    torch.manual_seed(0)
+    loader, w = regression_problem()
+    model = nn.Linear(3, 1)
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), mse, loader, steps=300,
+                  log_every=10, progress=False)
+    assert history.values("loss")[-1] < 1e-4 < history.values("loss")[0]
+    assert history.steps("loss")[:3] == [0, 10, 20] and history.steps("loss")[-1] == 299
+    assert torch.allclose(model.weight.data.T, w, atol=1e-2)
+
+
+def test_fit_logs_extra_metrics():
+    loader, _ = regression_problem()
+    model = nn.Linear(3, 1)
+
+    def loss_with_extra(m, batch):
+        loss = mse(m, batch)
+        return loss, {"rmse": loss.sqrt().item()}
+
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.05), loss_with_extra, loader,
+                  steps=20, log_every=5, progress=False)
+    assert "rmse" in history
+    assert history.last("rmse") == pytest.approx(history.last("loss") ** 0.5, rel=1e-6)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
+    loader, _ = regression_problem()
+
+    def run(steps, ckpt=None, seed=0):
+        torch.manual_seed(seed)
+        model = nn.Linear(3, 1)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        hist = fit(model, opt, mse, loader, steps=steps, checkpoint=ckpt, checkpoint_every=25, progress=False)
+        return model, hist
+
+    straight, straight_hist = run(100)
+    ckpt = tmp_path / "run.pt"
+    run(50, ckpt)                    # "interrupted" after 50 steps
+    assert load_checkpoint(ckpt)["step"] == 50
+    resumed, resumed_hist = run(100, ckpt, seed=123)  # different init: must be overwritten by the checkpoint
+    # 50 steps = 6.25 passes over 8 batches, so the resumed run sees batches in a different
+    # order; the parameters and loss must still land where the straight run did, closely.
+    assert resumed_hist.steps("loss")[0] == 0 and resumed_hist.steps("loss")[-1] == 99
+    assert torch.allclose(resumed.weight, straight.weight, atol=5e-2)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+class NotATensor:
+    """An arbitrary object: weights_only loading must refuse to unpickle it."""
+
+
+def test_checkpoints_are_atomic_and_loaded_weights_only(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, model=nn.Linear(2, 2).state_dict(), step=3)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, step=4)
+    assert path.read_bytes() == before, "a failed save must leave the old checkpoint intact"
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+    monkeypatch.undo()
+
+    torch.save({"obj": NotATensor()}, tmp_path / "pickle.pt")
+    with pytest.raises(RuntimeError, match="Could not read checkpoint"):
+        load_checkpoint(tmp_path / "pickle.pt")  # weights_only=True refuses arbitrary objects
+    (tmp_path / "trunc.pt").write_bytes(before[: len(before) // 2])
+    with pytest.raises(RuntimeError, match="delete the file"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_fit_stops_on_non_finite_loss():
+    loader, _ = regression_problem()
+    model = nn.Linear(3, 1)
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=1e6), mse, loader, steps=200, progress=False)
+
+
+def test_autocast_is_bf16_on_cpu_only_when_asked():
+    w = torch.randn(8, 8)
+    with autocast(torch.device("cpu")):
+        assert (w @ w).dtype == torch.float32
+    with autocast(torch.device("cpu"), enabled=True):
+        assert (w @ w).dtype == torch.bfloat16
+
+
+def test_history_round_trips_through_state_dict():
+    h = History()
+    h.log(0, loss=2.0, acc=0.1)
+    h.log(5, loss=1.0)
+    h2 = History()
+    h2.load_state_dict(h.state_dict())
+    assert h2.records == h.records and h2.last("loss") == 1.0 and h2.steps("acc") == [0]
+
+
+def test_cosine_lr_schedule_shape():
+    values = [cosine_lr(s, total=100, warmup=10) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
