@@ -38,7 +38,8 @@ def pytest_runtest_protocol(item, nextitem):
     start = time.perf_counter()
     yield
     if item.path.suffix == ".ipynb":
-        span = _spans.setdefault(str(item.path.relative_to(ROOT)), [start, start])
+        name = os.path.relpath(item.path, ROOT) if item.path.is_relative_to(ROOT) else str(item.path)
+        span = _spans.setdefault(name, [start, start])
         span[1] = time.perf_counter()
 
 

@@ -25,12 +25,18 @@ def on_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def setup(notebook: str, seed: int = 0) -> Session:
-    """Seed everything, start the notebook's wall clock, print where and how it runs."""
+def setup(notebook: str, seed: int = 0, deterministic: bool | None = None) -> Session:
+    """Seed everything, start the notebook's wall clock, print where and how it runs.
+
+    ``deterministic`` (default: on in the ``smoke`` profile, which the tests use) also makes
+    torch pick deterministic kernels, so test runs repeat exactly on the same machine.
+    """
     results.start_clock()
     profile = active_profile()
     device = get_device()
-    seed_everything(seed)
+    if deterministic is None:
+        deterministic = profile == "smoke"
+    seed_everything(seed, deterministic=deterministic)
     root = data_root()
     print(f"notebook : {notebook}")
     print(f"profile  : {profile}   (set {PROFILE_ENV}=smoke|cpu|gpu to change)")

@@ -41,6 +41,11 @@ def elapsed_s() -> float:
     return time.perf_counter() - _started
 
 
+def format_seconds(seconds: float) -> str:
+    """How the course prints a wall time: ``53 s`` below two minutes, else ``4.2 min``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def results_dir() -> Path:
     env = os.environ.get(RESULTS_ENV)
     if env:

@@ -4,15 +4,19 @@
     python scripts/run_notebook.py notebooks/*.ipynb --profile gpu --no-save
 
 Each notebook runs top to bottom in a fresh kernel with ``COURSE_PROFILE`` set; its last
-cell writes ``results/<stem>/<profile>.json``. With ``--save`` (the default for the ``cpu``
-profile) the executed notebook, outputs included, replaces the committed file atomically,
-so readers see the figures of that same run. Afterwards the README's tables are rebuilt.
+cell writes ``results/<stem>/<profile>.json`` (``smoke`` records go to a temporary folder:
+they are never committed). The measured wall time, kernel start included, is written into
+the notebook's runtime table. With ``--save`` (the default for the ``cpu`` profile) the
+executed notebook, outputs included, replaces the committed file atomically, so readers see
+the figures of that same run. Afterwards the README's tables are rebuilt.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,21 +26,39 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from course_lib.profiles import PROFILES  # noqa: E402
+from course_lib.results import format_seconds  # noqa: E402
+
+
+def set_runtime(nb, profile: str, seconds: float) -> None:
+    """Replace the last column of the ``| `profile` | ... |`` row in the first cell's runtime table."""
+    row = re.compile(rf"^(\| `{profile}` \|.*\| )[^|]*(\|)$", re.MULTILINE)
+    first = nb.cells[0]
+    if not row.search(first.source):
+        raise ValueError(f"The first cell has no runtime row for `{profile}`.")
+    first.source = row.sub(lambda m: f"{m.group(1)}{format_seconds(seconds)} {m.group(2)}", first.source)
+
+
+def write_atomically(nb, path: Path) -> None:
+    tmp = path.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    tmp.replace(path)
 
 
 def run(path: Path, profile: str, save: bool, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     os.environ["COURSE_PROFILE"] = profile
-    os.environ.pop("COURSE_RESULTS", None)  # records go to the committed results/ folder
+    if profile == "smoke":
+        os.environ["COURSE_RESULTS"] = tempfile.mkdtemp(prefix="course-results-")
+    else:
+        os.environ.pop("COURSE_RESULTS", None)  # records go to the committed results/ folder
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
-    if save:
-        tmp = path.with_suffix(".ipynb.tmp")
-        nbformat.write(nb, tmp)
-        tmp.replace(path)
+    target = nb if save else nbformat.read(path, as_version=4)
+    set_runtime(target, profile, seconds)
+    write_atomically(target, path)
     return seconds
 
 

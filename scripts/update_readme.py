@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from course_lib.results import load_results  # noqa: E402
+from course_lib.results import format_seconds, load_results  # noqa: E402
 
 README = ROOT / "README.md"
 
@@ -41,10 +41,6 @@ BEGIN = {"syllabus": "<!-- syllabus:begin -->", "results": "<!-- results:begin -
 END = {"syllabus": "<!-- syllabus:end -->", "results": "<!-- results:end -->"}
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
 def syllabus_table(records: list[dict]) -> str:
     times = {(r["notebook"], r["profile"]): r["wall_time_s"] for r in records}
     rows = ["| notebook | what you learn | cpu (2 cores) | gpu |", "|---|---|---|---|"]
@@ -54,7 +50,7 @@ def syllabus_table(records: list[dict]) -> str:
         cells = []
         for profile in ("cpu", "gpu"):
             t = times.get((stem, profile))
-            cells.append(_minutes(t) if t is not None else ("not yet measured" if exists else ""))
+            cells.append(format_seconds(t) if t is not None else ("not yet measured" if exists else ""))
         rows.append(f"| {name} | {what} | {cells[0]} | {cells[1]} |")
     return "\n".join(rows)
 
@@ -65,7 +61,7 @@ def results_table(records: list[dict]) -> str:
         if r["profile"] == "smoke":
             continue
         metrics = ", ".join(f"{k} = {v:.4g}" for k, v in r["metrics"].items())
-        rows.append(f"| {r['notebook']} | {r['profile']} | {r['device']} | {_minutes(r['wall_time_s'])} "
+        rows.append(f"| {r['notebook']} | {r['profile']} | {r['device']} | {format_seconds(r['wall_time_s'])} "
                     f"| {metrics} | {r['commit']} |")
     if len(rows) == 2:
         rows.append("| (no records yet) | | | | | |")

@@ -96,3 +96,12 @@ def test_setup_prints_profile_device_and_returns_session(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert session.profile == "smoke" and "profile  : smoke" in out and "device   :" in out
     assert session.device == get_device()
+
+
+def test_smoke_profile_runs_deterministically(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    try:
+        course_lib.setup("00_orientation")
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
