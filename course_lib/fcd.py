@@ -48,7 +48,6 @@ retrains them (about 2 minutes per dataset on 2 CPU cores).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -56,6 +55,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .data.core import sha256_of
 
 DATASETS = ("mnist", "fashion_mnist")
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -117,14 +118,6 @@ def weights_path(dataset: str) -> Path:
     return WEIGHTS_DIR / f"fcd_{_check_dataset(dataset)}.pt"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest() -> dict:
     """The contents of ``fcd_weights.json`` (sha256, accuracy and calibration per dataset)."""
     path = WEIGHTS_DIR / MANIFEST_NAME
@@ -149,7 +142,7 @@ def verified_weights_path(dataset: str) -> Path:
     entry = read_manifest().get(dataset)
     if entry is None or "sha256" not in entry:
         raise WeightsError(f"{WEIGHTS_DIR / MANIFEST_NAME} has no sha256 recorded for {dataset!r}.\n{fix}")
-    actual = _sha256(path)
+    actual = sha256_of(path)
     if actual != entry["sha256"]:
         raise WeightsError(
             f"FCD classifier weights {path} are corrupt or were changed: sha256 {actual} "

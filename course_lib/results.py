@@ -47,10 +47,14 @@ def format_seconds(seconds: float) -> str:
 
 
 def results_dir() -> Path:
+    """``COURSE_RESULTS`` if set, else ``results/`` of the source checkout, else ``./results``."""
     env = os.environ.get(RESULTS_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "results"
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "results"
+    return Path.cwd() / "results"  # an installed package (e.g. on Colab): next to the notebook
 
 
 def git_commit(cwd: Path | None = None) -> str:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from course_lib import fcd as fcd_lib
 from course_lib.data import load_fashion_mnist, load_mnist
+from course_lib.data.core import sha256_of
 from course_lib.device import seed_everything
 
 LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
@@ -129,7 +130,7 @@ def train(dataset: str, epochs: int, batch_size: int, lr: float, seed: int) -> d
     atomic_write_bytes(path, lambda f: torch.save(state, f))
     entry = {
         "file": path.name,
-        "sha256": fcd_lib._sha256(path),
+        "sha256": sha256_of(path),
         "size_bytes": path.stat().st_size,
         "n_params": n_params,
         "torch_version": torch.__version__,
