@@ -9,6 +9,11 @@ Modules, one concern each:
 - ``viz``: image grids, loss curves, side-by-side rows, animations
 - ``results``: the results record each notebook writes at its end
 - ``fcd``: the Frechet classifier distance for 28x28 images
+- ``mixtures``: Gaussian mixtures fitted by EM (notebook 00)
+- ``divergences``: KL divergences, Monte Carlo estimates, kernel density estimates (notebook 01)
+- ``autoencoders``: autoencoders, corruptions for denoising, PSNR (notebook 02)
+- ``vae``: the variational autoencoder, ELBO and IWAE bounds (notebook 03)
+- ``exercises``: auto-checks for the notebooks' exercises
 - ``notebook``: the set-up call at the top of every notebook
 """
 from .device import describe_device, get_device, seed_everything
