@@ -56,7 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data.core import sha256_of
+from .files import sha256_of
 
 DATASETS = ("mnist", "fashion_mnist")
 WEIGHTS_DIR = Path(__file__).with_name("weights")

@@ -19,10 +19,10 @@ import math
 import os
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
+from .files import atomic_write
 from .profiles import PROFILES
 
 RESULTS_ENV = "COURSE_RESULTS"
@@ -95,14 +95,10 @@ def record_results(notebook: str, metrics: dict[str, float], *, profile: str | N
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "metrics": clean,
     }
-    folder = Path(out_dir or results_dir()) / notebook
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{profile}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    path = Path(out_dir or results_dir()) / notebook / f"{profile}.json"
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
         f.write("\n")
-    os.replace(tmp, path)
     return path
 
 

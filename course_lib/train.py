@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from .files import atomic_write
 
 
 class History:
@@ -81,15 +81,8 @@ def autocast(device: torch.device, enabled: bool | None = None):
 def save_checkpoint(path: str | Path, **state: Any) -> Path:
     """Save ``state`` (state_dicts, ints, lists...) atomically: temp file, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as f:
+        torch.save(state, f)
     return path
 
 

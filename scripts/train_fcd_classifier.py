@@ -20,16 +20,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from course_lib import fcd as fcd_lib
 from course_lib.data import load_fashion_mnist, load_mnist
-from course_lib.data.core import sha256_of
+from course_lib.files import atomic_write, sha256_of
 from course_lib.device import seed_everything
 
 LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
@@ -40,22 +38,6 @@ RECIPES = {
     "mnist": {"epochs": 5, "max_shift": 2, "hflip": False},
     "fashion_mnist": {"epochs": 6, "max_shift": 1, "hflip": True},
 }
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the files are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int, hflip: bool) -> torch.Tensor:
@@ -127,7 +109,8 @@ def train(dataset: str, epochs: int, batch_size: int, lr: float, seed: int) -> d
     # Save the weights, record their sha256, then reload them through the public API.
     path = fcd_lib.weights_path(dataset)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, lambda f: torch.save(state, f))
+    with atomic_write(path) as f:
+        torch.save(state, f)
     entry = {
         "file": path.name,
         "sha256": sha256_of(path),
@@ -175,7 +158,8 @@ def update_manifest(dataset: str, entry: dict) -> None:
     manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     manifest[dataset] = entry
     text = json.dumps(dict(sorted(manifest.items())), indent=2) + "\n"
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def main(argv: list[str] | None = None) -> int:

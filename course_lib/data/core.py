@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import urllib.request
 from functools import lru_cache
 from pathlib import Path
+
+from ..files import atomic_write, sha256_of
 
 DATA_ENV = "COURSE_DATA"
 OFFLINE_ENV = "COURSE_OFFLINE"
@@ -60,14 +60,6 @@ def manifest() -> dict[str, str]:
         digest, rel = line.split(None, 1)
         table[rel.strip()] = digest
     return table
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _verified: dict[tuple[str, int, int], bool] = {}
@@ -119,22 +111,19 @@ def atomic_download(url: str, dest: Path, expected_sha256: str | None = None) ->
             f"Downloads are switched off ({OFFLINE_ENV}=1).\n"
             f"Fix: unset {OFFLINE_ENV} to download it from {url}, or point {DATA_ENV} at a folder that holds it."
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
-        if expected_sha256 is not None and sha256_of(Path(tmp)) != expected_sha256:
-            raise DataError(f"Downloaded {url} but its sha256 does not match the published one; try again later.")
-        os.replace(tmp, dest)
+        with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=60) as response:
+            digest = hashlib.sha256()
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+            if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+                raise DataError(f"Downloaded {url} but its sha256 does not match the published one; try again later.")
     except OSError as err:
         raise DataError(
             f"Could not download {url} to {dest}: {err}\n"
             f"Fix: check your internet connection, or point {DATA_ENV} at an offline copy of the data."
         ) from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 

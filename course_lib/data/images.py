@@ -7,14 +7,14 @@ of the course needs: ``x`` in [0, 1] with shape (N, 1, 28, 28) and integer label
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
 
+from ..files import atomic_write
 from .core import DataError, atomic_download, data_root, downloads_allowed, verify
 
 _FILES = {
@@ -63,14 +63,8 @@ def _download_raw(cls, name: str, root: Path) -> None:
                 errors.append(str(err))
         else:
             raise DataError("\n".join(errors))
-        fd, tmp = tempfile.mkstemp(dir=raw, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, gzip.open(gz_path, "rb") as src:
-                out.write(src.read())
-            os.replace(tmp, root / rel)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(root / rel) as out, gzip.open(gz_path, "rb") as src:
+            shutil.copyfileobj(src, out)
         gz_path.unlink()
 
 
