@@ -13,6 +13,7 @@ Modules, one concern each:
 - ``divergences``: KL divergences, Monte Carlo estimates, kernel density estimates (notebook 01)
 - ``autoencoders``: autoencoders, corruptions for denoising, PSNR (notebook 02)
 - ``vae``: the variational autoencoder, ELBO and IWAE bounds (notebook 03)
+- ``gan``: DCGAN networks, GAN losses, the gradient penalty, a GAN training loop (notebooks 04-05)
 - ``exercises``: auto-checks for the notebooks' exercises
 - ``notebook``: the set-up call at the top of every notebook
 """
