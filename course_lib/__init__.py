@@ -14,6 +14,7 @@ Modules, one concern each:
 - ``autoencoders``: autoencoders, corruptions for denoising, PSNR (notebook 02)
 - ``vae``: the variational autoencoder, ELBO and IWAE bounds (notebook 03)
 - ``gan``: DCGAN networks, GAN losses, the gradient penalty, a GAN training loop (notebooks 04-05)
+- ``cyclegan``: unpaired domains with a hidden ground truth, CycleGAN networks, losses and training (notebook 06)
 - ``exercises``: auto-checks for the notebooks' exercises
 - ``notebook``: the set-up call at the top of every notebook
 """
