@@ -15,6 +15,10 @@ Modules, one concern each:
 - ``vae``: the variational autoencoder, ELBO and IWAE bounds (notebook 03)
 - ``gan``: DCGAN networks, GAN losses, the gradient penalty, a GAN training loop (notebooks 04-05)
 - ``cyclegan``: unpaired domains with a hidden ground truth, CycleGAN networks, losses and training (notebook 06)
+- ``diffusion``: noise schedules, the forward process, the simple loss, DDPM and DDIM sampling, guidance (notebooks 07-08)
+- ``unet``: a small UNet with time and class embeddings, attention at low resolution (notebooks 07-08)
+- ``attention``: scaled dot-product and multi-head attention, masks, sinusoidal and rotary positions, KV cache (notebook 09)
+- ``gpt``: a GPT-2-compatible decoder-only Transformer, sampling, export to transformers (notebooks 09-10)
 - ``exercises``: auto-checks for the notebooks' exercises
 - ``notebook``: the set-up call at the top of every notebook
 """
