@@ -19,6 +19,8 @@ Modules, one concern each:
 - ``unet``: a small UNet with time and class embeddings, attention at low resolution (notebooks 07-08)
 - ``attention``: scaled dot-product and multi-head attention, masks, sinusoidal and rotary positions, KV cache (notebook 09)
 - ``gpt``: a GPT-2-compatible decoder-only Transformer, sampling, export to transformers (notebooks 09-10)
+- ``audio``: log-mel spectrograms, Griffin-Lim inversion, a spoken-digit classifier (notebook 08)
+- ``seq2seq``: encoder-decoder Transformer for translation, teacher-forcing loss, greedy and beam-search decoding, cross-attention maps (notebook 11)
 - ``exercises``: auto-checks for the notebooks' exercises
 - ``notebook``: the set-up call at the top of every notebook
 """
