@@ -53,7 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .gan import discriminator_loss, generator_loss
-from .train import History
+from .train import History, eval_mode
 
 
 @dataclass
@@ -356,11 +356,8 @@ def translate(net: nn.Module, x: torch.Tensor, batch_size: int = 500,
               device: torch.device | str | None = None) -> torch.Tensor:
     """Apply a generator to many images in batches without gradients; the result is on the CPU."""
     device = torch.device(device) if device is not None else next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    out = torch.cat([net(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)])
-    net.train(was_training)
-    return out
+    with eval_mode(net):
+        return torch.cat([net(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)])
 
 
 def mean_abs_error(x_hat: torch.Tensor, x: torch.Tensor) -> float:

@@ -57,7 +57,6 @@ Usage::
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -65,6 +64,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from .train import eval_mode
 
 # A model is called as model(x_t, t, labels) -> eps_hat with x_t (B, ...), t (B,) int64, labels (B,) or None.
 EpsModel = Callable[..., torch.Tensor]
@@ -343,19 +344,6 @@ class Trajectory(NamedTuple):
     x0: torch.Tensor  # (K, B, C, H, W) the x0 predictions made at those steps, on the CPU
 
 
-@contextlib.contextmanager
-def _eval_mode(model):
-    """Dropout off while sampling; the model's train/eval mode is restored afterwards."""
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        yield
-    finally:
-        if was_training:
-            model.train()
-
-
 def _device_of(model, device) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -375,7 +363,7 @@ def _sample_loop(model, schedule, shape, steps, step_fn, labels, guidance_scale,
         if labels.shape != (shape[0],):
             raise ValueError(f"labels must have shape ({shape[0]},) to match the batch, got {tuple(labels.shape)}.")
     frames: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for i, (t, t_prev) in enumerate(tqdm(list(zip(steps, steps[1:] + [-1])), desc=desc, disable=not progress)):
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
             eps = guided_eps(model, x, t_batch, labels, guidance_scale)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .train import History, _cycle, to_device
+from .train import History, _cycle, eval_mode, to_device
 
 LOSS_KINDS = ("saturating", "non_saturating", "least_squares", "wasserstein")
 
@@ -353,15 +353,13 @@ def generate_images(generator: nn.Module, n: int, labels: torch.Tensor | None = 
     device = next(generator.parameters()).device
     if labels is not None and labels.shape != (n,):
         raise ValueError(f"generate_images: labels must have shape ({n},), got {tuple(labels.shape)}.")
-    was_training = generator.training
-    generator.eval()
     out = []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        z = torch.randn(b, generator.latent_dim, generator=rng, device=rng.device if rng is not None else "cpu").to(device)
-        y = None if labels is None else labels[start:start + b].to(device)
-        out.append(to_unit(generator(z, y)).float().cpu())
-    generator.train(was_training)
+    with eval_mode(generator):
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            z = torch.randn(b, generator.latent_dim, generator=rng, device=rng.device if rng is not None else "cpu").to(device)
+            y = None if labels is None else labels[start:start + b].to(device)
+            out.append(to_unit(generator(z, y)).float().cpu())
     return torch.cat(out)
 
 

@@ -78,6 +78,20 @@ def autocast(device: torch.device, enabled: bool | None = None):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run a block with ``model`` in eval mode (dropout off, BatchNorm on running statistics), then
+    restore the mode it had. Plain functions (no ``eval`` method) pass through unchanged."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
+
+
 def save_checkpoint(path: str | Path, **state: Any) -> Path:
     """Save ``state`` (state_dicts, ints, lists...) atomically: temp file, then rename."""
     path = Path(path)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_lib.train import History, autocast, cosine_lr, fit, load_checkpoint, save_checkpoint
+from course_lib.train import History, autocast, cosine_lr, eval_mode, fit, load_checkpoint, save_checkpoint
 
 
 def regression_problem(seed=0):
@@ -127,3 +127,22 @@ def test_cosine_lr_schedule_shape():
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert values[-1] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in zip(values[10:], values[11:]))
+
+
+def test_eval_mode_switches_off_dropout_and_restores_the_mode():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5))
+    x = torch.ones(8, 4)
+    for start_in_training in (True, False):
+        net.train(start_in_training)
+        with eval_mode(net):
+            assert not net.training and torch.equal(net(x), net(x))  # deterministic: dropout is off
+        assert net.training == start_in_training
+    with eval_mode(torch.sin) as f:  # a plain function passes through
+        assert f is torch.sin
+    net.train()
+    try:
+        with eval_mode(net):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert net.training, "the mode must be restored when the block raises"
