@@ -21,6 +21,10 @@ Modules, one concern each:
 - ``gpt``: a GPT-2-compatible decoder-only Transformer, sampling, export to transformers (notebooks 09-10)
 - ``audio``: log-mel spectrograms, Griffin-Lim inversion, a spoken-digit classifier (notebook 08)
 - ``seq2seq``: encoder-decoder Transformer for translation, teacher-forcing loss, greedy and beam-search decoding, cross-attention maps (notebook 11)
+- ``ner``: named-entity recognition with a pretrained encoder: label alignment, batches, entity-level scores (notebooks 12-13)
+- ``lora``: low-rank adaptation (LoRA) of Linear layers, merging, trainable-parameter counts (notebook 13)
+- ``adapters``: Houlsby bottleneck adapters after the attention and feed-forward output projections (notebook 13)
+- ``metrics``: KID, precision/recall/density/coverage, nearest-neighbour memorization checks, bootstrap intervals, classification accuracy score (notebooks 14-15)
 - ``exercises``: auto-checks for the notebooks' exercises
 - ``notebook``: the set-up call at the top of every notebook
 """
