@@ -11,18 +11,7 @@ from course_lib.adapters import AdaptedLinear, AdapterConfig, BottleneckAdapter,
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)
 
-D, FF, LAYERS, LABELS = 32, 64, 2, 5
-
-
-def tiny_bert(seed=0):
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=100, hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=4,
-                                     intermediate_size=FF, num_labels=LABELS)
-    return transformers.BertForTokenClassification(config).eval()
-
-
-def tokens(B=3, T=7, seed=0):
-    return torch.randint(0, 100, (B, T), generator=torch.Generator().manual_seed(seed))
+from tiny_models import D, LABELS, LAYERS, tiny_bert, tokens  # noqa: E402 (after the importorskip)
 
 
 def test_identity_at_init():
