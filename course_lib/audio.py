@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .train import accuracy  # re-exported: notebook 08 scores its classifier with it
+
 
 @dataclass
 class SpectrogramConfig:
@@ -222,18 +224,6 @@ class DigitClassifier(nn.Module):
             raise ValueError(f"DigitClassifier expects (B, 1, H, W) with H and W divisible by {f}, got {tuple(x.shape)}.")
         h = self.features(x)  # (B, C, H / f, W / f)
         return self.head(h.mean(dim=(2, 3)))  # (B, n_classes)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Fraction of ``x`` that ``model`` classifies as ``labels`` (the model is put in eval mode)."""
-    model.eval()
-    device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        pred = model(x[i:i + batch_size].to(device)).argmax(1).cpu()  # (B,)
-        correct += (pred == labels[i:i + batch_size].cpu()).sum().item()
-    return correct / len(x)
 
 
 __all__ = [

@@ -57,6 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .files import sha256_of
+from .train import accuracy
 
 DATASETS = ("mnist", "fashion_mnist")
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -284,13 +285,7 @@ def classifier_accuracy(
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels: expected shape ({images.shape[0]},), got {tuple(labels.shape)}.")
     model = load_classifier(dataset, device)
-    device = next(model.parameters()).device
-    correct = 0
-    for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size].to(device, torch.float32)  # (B, 1, 28, 28)
-        pred = model(batch.clamp(0, 1)).argmax(dim=1).cpu()  # (B,)
-        correct += (pred == labels[start : start + batch_size]).sum().item()
-    return correct / images.shape[0]
+    return accuracy(model, images.float().clamp(0, 1), labels, batch_size)
 
 
 __all__ = [

@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 
 from .device import get_device
 from .fcd import _check_images
+from .train import accuracy as train_accuracy
 
 
 def _as_matrix(x, name: str) -> torch.Tensor:
@@ -292,17 +293,10 @@ def train_classifier(x, y, steps: int = 1000, batch_size: int = 128, lr: float =
     return model.eval()
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, x, y, batch_size: int = 500) -> float:
     """Share of images x (N, 1, 28, 28) whose argmax logit is the label y (N,); runs in eval mode."""
     x, y = _check_labelled(x, y, n_classes=2**62, name="test")  # any non-negative label
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = sum(int((model(x[s : s + batch_size].to(device)).argmax(1).cpu() == y[s : s + batch_size]).sum())
-                  for s in range(0, len(y), batch_size))
-    model.train(was_training)
-    return correct / len(y)
+    return train_accuracy(model, x, y, batch_size)
 
 
 def classification_accuracy_score(train_x, train_y, test_x, test_y, steps: int = 1000,

@@ -92,6 +92,20 @@ def eval_mode(model):
             model.train()
 
 
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Fraction of the rows of ``x`` (N, ...) whose argmax logit equals ``labels`` (N,), batch by batch,
+    in eval mode (the model's mode is restored afterwards)."""
+    device = next(model.parameters()).device
+    labels = torch.as_tensor(labels).cpu()  # (N,)
+    correct = 0
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            pred = model(x[start : start + batch_size].to(device)).argmax(1).cpu()  # (B,)
+            correct += int((pred == labels[start : start + batch_size]).sum())
+    return correct / len(x)
+
+
 def save_checkpoint(path: str | Path, **state: Any) -> Path:
     """Save ``state`` (state_dicts, ints, lists...) atomically: temp file, then rename."""
     path = Path(path)

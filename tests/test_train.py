@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_lib.train import History, autocast, cosine_lr, eval_mode, fit, load_checkpoint, save_checkpoint
+from course_lib.train import History, accuracy, autocast, cosine_lr, eval_mode, fit, load_checkpoint, save_checkpoint
 
 
 def regression_problem(seed=0):
@@ -146,3 +146,17 @@ def test_eval_mode_switches_off_dropout_and_restores_the_mode():
     except RuntimeError:
         pass
     assert net.training, "the mode must be restored when the block raises"
+
+
+def test_accuracy_matches_a_direct_count_across_batches_in_eval_mode():
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 3), nn.Dropout(0.9))
+    x, labels = torch.randn(23, 5, generator=g), torch.randint(0, 3, (23,), generator=g)
+    net.eval()
+    with torch.no_grad():
+        expected = int((net(x).argmax(1) == labels).sum()) / len(labels)  # dropout off
+    net.train()
+    for batch_size in (1, 7, 23, 100):  # batch boundaries, a batch larger than the set
+        assert accuracy(net, x, labels, batch_size=batch_size) == pytest.approx(expected, abs=1e-12)
+    assert net.training, "accuracy must restore the model's mode"
+    assert accuracy(net, x, (labels + 1) % 3) < 1.0 - expected + 1e-9  # wrong labels score lower
