@@ -8,7 +8,9 @@ Only measured numbers appear: a profile without a record shows "not yet measured
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +36,23 @@ SYLLABUS = [
     ("12_ner_finetuning", "Fine-tuning a pretrained encoder for named-entity recognition"),
     ("13_peft_lora_adapters", "LoRA and adapters on scarce vertical data"),
     ("14_evaluating_generative_models", "FCD, KID, precision/recall, memorization, CAS"),
-    ("15_capstone_gold_mine_or_bubble", "Can synthetic data rescue a data-scarce domain, and what does it cost?"),
+    ("15_capstone_synthetic_data", "Capstone, gold mine or bubble: can synthetic data rescue a data-scarce domain, and what does it cost?"),
+    ("16_scaling_out", "Appendix: data parallelism with torchrun and DDP, gradient accumulation, mixed precision, when to shard (FSDP)"),
 ]
 
-BEGIN = {"syllabus": "<!-- syllabus:begin -->", "results": "<!-- results:begin -->"}
-END = {"syllabus": "<!-- syllabus:end -->", "results": "<!-- results:end -->"}
+# Sections that an instructor in a CPU-only room can present from the committed outputs instead of running.
+SHOW_FROM_OUTPUTS = {
+    "05_conditional_gan_wgan": "the Fashion-MNIST prompt section",
+    "06_cyclegan": "section 6 (training without the cycle loss)",
+    "08_ddim_guidance": "the audio diffusion model",
+    "10_gpt": "the nanoGPT baseline and the Tang poems",
+    "11_seq2seq_translation": "the ablation (section 9)",
+    "13_peft_lora_adapters": "the equal-time run and section 8 (the GPT example)",
+}
+RUN_AHEAD_S = 60  # a cell slower than this is started ahead (or during the preceding explanation)
+
+BEGIN = {"syllabus": "<!-- syllabus:begin -->", "results": "<!-- results:begin -->", "workshop": "<!-- workshop:begin -->"}
+END = {"syllabus": "<!-- syllabus:end -->", "results": "<!-- results:end -->", "workshop": "<!-- workshop:end -->"}
 
 
 def syllabus_table(records: list[dict]) -> str:
@@ -68,8 +82,46 @@ def results_table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def slow_cells(path: Path, min_seconds: float = RUN_AHEAD_S) -> list[tuple[str, float]]:
+    """(section heading, seconds) of the code cells that took longer than ``min_seconds`` in the stored
+    run, from the execution timestamps nbclient writes into the cell metadata."""
+    import nbformat
+
+    slow, section = [], "start"
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            heading = re.search(r"^##+ (.+)$", cell.source, flags=re.MULTILINE)
+            section = heading.group(1).strip() if heading else section
+            continue
+        times = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in times and "shell.execute_reply" in times:
+            seconds = (datetime.fromisoformat(times["shell.execute_reply"].replace("Z", "+00:00"))
+                       - datetime.fromisoformat(times["iopub.execute_input"].replace("Z", "+00:00"))).total_seconds()
+            if seconds > min_seconds:
+                if slow and slow[-1][0] == section:
+                    seconds += slow.pop()[1]
+                slow.append((section, seconds))
+    return slow
+
+
+def workshop_table(records: list[dict]) -> str:
+    times = {(r["notebook"], r["profile"]): r["wall_time_s"] for r in records}
+    rows = ["| notebook | cpu | gpu | start ahead in the cpu profile (cells over 1 min, measured) | CPU-only room: show from the stored outputs |",
+            "|---|---|---|---|---|"]
+    for stem, _ in SYLLABUS:
+        path = ROOT / "notebooks" / f"{stem}.ipynb"
+        if not path.is_file():
+            continue
+        cpu, gpu = (times.get((stem, p)) for p in ("cpu", "gpu"))
+        slow = "; ".join(f"{section} ({format_seconds(s)})" for section, s in slow_cells(path)) or "nothing: run it live"
+        rows.append(f"| {stem[:2]} | {format_seconds(cpu) if cpu else 'not yet measured'} | "
+                    f"{format_seconds(gpu) if gpu else 'not yet measured'} | {slow} | {SHOW_FROM_OUTPUTS.get(stem, '')} |")
+    return "\n".join(rows)
+
+
 def render(text: str, records: list[dict]) -> str:
-    tables = {"syllabus": syllabus_table(records), "results": results_table(records)}
+    tables = {"syllabus": syllabus_table(records), "results": results_table(records),
+              "workshop": workshop_table(records)}
     for key, table in tables.items():
         start, end = text.find(BEGIN[key]), text.find(END[key])
         if start < 0 or end < start:

@@ -115,3 +115,19 @@ def test_committed_results_follow_the_record_format():
         rec = update_readme.load_results(path.parents[1])
         assert all(r["profile"] in ("cpu", "gpu") for r in rec), "smoke records are never committed"
         assert (ROOT / "notebooks" / f"{path.parent.name}.ipynb").is_file()
+
+
+def test_workshop_plan_lists_the_slow_cells_of_a_stored_run(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("## 3. Training"), nbformat.v4.new_code_cell("fit()"),
+                nbformat.v4.new_code_cell("more()"), nbformat.v4.new_markdown_cell("## 4. Plots"),
+                nbformat.v4.new_code_cell("plot()")]
+    stamps = {1: ("2026-01-01T10:00:00.000Z", "2026-01-01T10:01:30.500Z"),   # 90.5 s
+              2: ("2026-01-01T10:02:00Z", "2026-01-01T10:03:10Z"),           # 70 s, same section
+              4: ("2026-01-01T10:04:00Z", "2026-01-01T10:04:20Z")}           # 20 s: fast enough to run live
+    for i, (start, end) in stamps.items():
+        nb.cells[i].metadata["execution"] = {"iopub.execute_input": start, "shell.execute_reply": end}
+    path = tmp_path / "99_demo.ipynb"
+    nbformat.write(nb, path)
+    assert update_readme.slow_cells(path) == [("3. Training", 160.5)]
+    assert update_readme.slow_cells(path, min_seconds=10) == [("3. Training", 160.5), ("4. Plots", 20.0)]
