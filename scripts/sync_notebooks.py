@@ -6,7 +6,11 @@ derives from it, for each notebook in notebooks/:
 - the badge line right under the title (first markdown cell), and
 - the set-up cell (the code cell tagged ``setup``): on Colab it pip-installs course_lib from
   that repository and nothing else (Colab's own torch, numpy and pyarrow stay as they are),
-  then calls ``course_lib.setup``.
+  then calls ``course_lib.setup``;
+- every cell's ``slideshow`` metadata, from the notebook's structure, for the slides export
+  (``jupyter nbconvert --to slides``): a markdown cell opening with a ``#`` or ``##`` heading
+  starts a slide, one opening with ``###`` a sub-slide; the set-up cell and the hidden
+  exercise solutions are skipped; every other cell continues the current slide.
 
     python scripts/sync_notebooks.py           # rewrite what is out of date
     python scripts/sync_notebooks.py --check   # exit 1 if any notebook is out of date
@@ -59,6 +63,21 @@ def setup_source(stem: str, course: dict) -> str:
     ])
 
 
+def slide_type(cell) -> str:
+    """The cell's role in the slides, derived from its first line (see the module docstring)."""
+    if "setup" in cell.get("metadata", {}).get("tags", []):
+        return "skip"
+    if cell.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
+        return "skip"
+    if cell.cell_type == "markdown":
+        first = cell.source.lstrip().partition("\n")[0]
+        if first.startswith(("# ", "## ")):
+            return "slide"
+        if first.startswith("### "):
+            return "subslide"
+    return "-"
+
+
 def synced(nb, stem: str, course: dict) -> bool:
     """Bring ``nb`` in line; return True if it changed."""
     changed = False
@@ -79,6 +98,10 @@ def synced(nb, stem: str, course: dict) -> bool:
     want_setup = setup_source(stem, course)
     if setup_cells[0].source != want_setup:
         setup_cells[0].source, changed = want_setup, True
+    for cell in nb.cells:
+        want_slide = {"slide_type": slide_type(cell)}
+        if cell.metadata.get("slideshow") != want_slide:
+            cell.metadata["slideshow"], changed = want_slide, True
     return changed
 
 
