@@ -25,6 +25,7 @@ Modules, one concern each:
 - ``lora``: low-rank adaptation (LoRA) of Linear layers, merging, trainable-parameter counts (notebook 13)
 - ``adapters``: Houlsby bottleneck adapters after the attention and feed-forward output projections (notebook 13)
 - ``metrics``: KID, precision/recall/density/coverage, nearest-neighbour memorization checks, bootstrap intervals, classification accuracy score (notebooks 14-15)
+- ``zoo``: one-call training recipes and sampling for every image generator of the course (notebooks 14-15)
 - ``doctor``: ``python -m course_lib doctor`` checks a machine for the course and prints the fix for each problem
 - ``distributed``: data-parallel GPT training under torchrun (DDP), gradient accumulation, mixed precision
 - ``exercises``: auto-checks for the notebooks' exercises

@@ -90,8 +90,8 @@ def slow_cells(path: Path, min_seconds: float = RUN_AHEAD_S) -> list[tuple[str, 
     slow, section = [], "start"
     for cell in nbformat.read(path, as_version=4).cells:
         if cell.cell_type == "markdown":
-            heading = re.search(r"^##+ (.+)$", cell.source, flags=re.MULTILINE)
-            section = heading.group(1).strip() if heading else section
+            headings = re.findall(r"^##+ (.+)$", cell.source, flags=re.MULTILINE)
+            section = headings[-1].strip() if headings else section  # the last heading before the code
             continue
         times = cell.get("metadata", {}).get("execution", {})
         if "iopub.execute_input" in times and "shell.execute_reply" in times:

@@ -119,7 +119,7 @@ def test_committed_results_follow_the_record_format():
 
 def test_workshop_plan_lists_the_slow_cells_of_a_stored_run(tmp_path):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("## 3. Training"), nbformat.v4.new_code_cell("fit()"),
+    nb.cells = [nbformat.v4.new_markdown_cell("## 2. Data\n\ntext\n\n## 3. Training"), nbformat.v4.new_code_cell("fit()"),
                 nbformat.v4.new_code_cell("more()"), nbformat.v4.new_markdown_cell("## 4. Plots"),
                 nbformat.v4.new_code_cell("plot()")]
     stamps = {1: ("2026-01-01T10:00:00.000Z", "2026-01-01T10:01:30.500Z"),   # 90.5 s

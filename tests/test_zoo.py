@@ -1,0 +1,143 @@
+"""Tests of course_lib/zoo.py: every recipe trains and samples, labels are enforced and honoured,
+runs are reproducible, checkpoints round-trip, and the FLOP count matches a hand count.
+
+Synthetic images only (no dataset needed); tiny widths keep the whole file at a few seconds.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_lib import zoo
+
+torch.set_num_threads(1)
+
+TINY = {"vae": 32, "dcgan": 8, "cgan": 8, "wgan_gp": 8, "ddpm": 8, "cfg": 8}  # widths for fast tests
+
+
+def images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def quick(name: str, n: int = 20, steps: int = 2, seed: int = 0, **kwargs) -> zoo.Trained:
+    x, y = images(n)
+    return zoo.train(name, x, y, steps=steps, batch_size=8, width=TINY[name], device="cpu", seed=seed,
+                     progress=False, **kwargs)
+
+
+def labels_for(name: str, n: int) -> torch.Tensor | None:
+    return torch.arange(n) % 10 if name in zoo.CONDITIONAL else None
+
+
+@pytest.mark.parametrize("name", zoo.MODELS)
+def test_every_model_trains_and_samples_images_in_unit_range(name):
+    trained = quick(name)
+    assert trained.name == name and trained.steps == 2 and trained.train_seconds > 0
+    assert not trained.model.training and "loss" in trained.history or "g_loss" in trained.history
+    out = zoo.sample(trained, 7, labels_for(name, 7), ddim_steps=3, batch_size=4)  # two batches
+    assert out.shape == (7, 1, 28, 28) and out.dtype == torch.float32 and out.device.type == "cpu"
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    assert out.std() > 0  # not a constant image
+
+
+@pytest.mark.parametrize("name", zoo.CONDITIONAL)
+def test_conditional_models_require_valid_labels(name):
+    x, _ = images(10)
+    with pytest.raises(ValueError, match="class-conditional"):
+        zoo.train(name, x, steps=1, width=TINY[name], device="cpu", progress=False)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        zoo.train(name, x, torch.full((10,), 10), steps=1, width=TINY[name], device="cpu", progress=False)
+    trained = quick(name, steps=1)
+    with pytest.raises(ValueError, match="class-conditional"):
+        zoo.sample(trained, 4)
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        zoo.sample(trained, 4, labels=torch.arange(3))
+
+
+def test_wrong_inputs_get_clear_errors():
+    x, y = images(4)
+    with pytest.raises(ValueError, match="Unknown model"):
+        zoo.train("gan", x, steps=1)
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        zoo.train("vae", x[:, :, :14], steps=1)
+    with pytest.raises(ValueError, match="values in"):
+        zoo.train("vae", x * 2 - 1, steps=1)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        zoo.train("ddpm", x, steps=1, width=12)
+
+
+@pytest.mark.parametrize("name", ["vae", "cgan", "wgan_gp", "cfg"])
+def test_same_seed_same_model_and_samples_global_rng_untouched(name):
+    state = torch.random.get_rng_state()
+    a, b, c = quick(name, seed=3), quick(name, seed=3), quick(name, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (k, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(pa, pb), k
+    labels = labels_for(name, 6)
+    sa, sb = zoo.sample(a, 6, labels, ddim_steps=3), zoo.sample(b, 6, labels, ddim_steps=3)
+    assert torch.equal(sa, sb)
+    assert not torch.equal(sa, zoo.sample(a, 6, labels, ddim_steps=3, seed=1))  # the sampling seed matters
+    assert not torch.equal(sa, zoo.sample(c, 6, labels, ddim_steps=3))  # so does the training seed
+
+
+@pytest.mark.parametrize("name", zoo.MODELS)
+def test_save_load_round_trip_gives_identical_samples(name, tmp_path):
+    trained = quick(name, steps=1)
+    path = zoo.save(trained, tmp_path / f"{name}.pt")
+    again = zoo.load(path, device="cpu")
+    assert (again.name, again.steps, again.train_seconds) == (name, 1, trained.train_seconds)
+    assert again.history.records == trained.history.records
+    labels = labels_for(name, 5)
+    assert torch.equal(zoo.sample(trained, 5, labels, ddim_steps=3), zoo.sample(again, 5, labels, ddim_steps=3))
+
+
+@pytest.mark.parametrize("name", ["vae", "dcgan", "cfg"])
+@pytest.mark.parametrize("n", [1, 20])
+def test_training_on_very_few_images(name, n):
+    trained = quick(name, n=n, steps=3)
+    assert trained.extra["n_train"] == n and trained.extra["batch_size"] == max(2, min(8, n))
+    assert zoo.sample(trained, 2, labels_for(name, 2), ddim_steps=2).shape == (2, 1, 28, 28)
+
+
+def test_vae_loss_falls():
+    x, _ = images(64)
+    x = (x > 0.5).float() * torch.linspace(0, 1, 28).view(1, 1, 1, 28)  # a shared structure to learn
+    trained = zoo.train("vae", x, steps=60, batch_size=32, width=64, device="cpu", progress=False)
+    losses = trained.history.values("loss")
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_conditional_gan_samples_follow_their_labels():
+    """Two classes: label 0 = left half white, label 1 = right half white. After a short training the
+    samples for each label must be bright on the right side."""
+    n = 64
+    y = torch.arange(n) % 2
+    left = torch.zeros(1, 1, 28, 28)
+    left[..., :14] = 1
+    x = torch.where(y.view(n, 1, 1, 1) == 0, left, 1 - left)  # (n, 1, 28, 28)
+    trained = zoo.train("cgan", x, y, steps=100, batch_size=32, width=8, lr=2e-3, device="cpu", progress=False)
+    out = zoo.sample(trained, 16, torch.tensor([0] * 8 + [1] * 8))
+    left_mean = out[..., :14].flatten(1).mean(1)  # (16,)
+    assert (left_mean[:8] > 0.7).all() and (left_mean[8:] < 0.3).all(), left_mean
+
+
+def test_cfg_sampling_reads_labels_and_guidance_scale():
+    """A short diffusion run cannot learn the classes yet, but the label and w must reach the UNet."""
+    trained = quick("cfg", steps=3)
+    zeros, ones = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    a = zoo.sample(trained, 4, zeros, ddim_steps=3)
+    assert not torch.equal(a, zoo.sample(trained, 4, ones, ddim_steps=3))
+    assert not torch.equal(a, zoo.sample(trained, 4, zeros, ddim_steps=3, guidance_scale=1.0))
+    assert torch.equal(a, zoo.sample(trained, 4, zeros, ddim_steps=3, guidance_scale=2.0))
+
+
+def test_vae_flops_match_a_hand_count():
+    """One VAE step: every Linear costs 2 B d_in d_out FLOPs forward and twice that backward, except that
+    the first layer computes no gradient for its input (the images)."""
+    B, h, L, P = 16, 32, zoo.RECIPES["vae"].latent_dim, 784
+    layers = [P * h, h * L, h * L, L * h, h * P]  # encoder, to_mu, to_logvar, decoder, to_logits
+    expected = 2 * B * (3 * sum(layers) - P * h)
+    assert zoo.train_flops_per_step("vae", batch_size=B, width=h) == expected
+    # a WGAN-GP step holds five critic steps (each with a double backward), a DCGAN step one
+    assert zoo.train_flops_per_step("wgan_gp", 4, width=8) > 5 * zoo.train_flops_per_step("dcgan", 4, width=8) / 2
