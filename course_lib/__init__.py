@@ -26,6 +26,7 @@ Modules, one concern each:
 - ``adapters``: Houlsby bottleneck adapters after the attention and feed-forward output projections (notebook 13)
 - ``metrics``: KID, precision/recall/density/coverage, nearest-neighbour memorization checks, bootstrap intervals, classification accuracy score (notebooks 14-15)
 - ``zoo``: one-call training recipes and sampling for every image generator of the course (notebooks 14-15)
+- ``synthetic``: scarce labelled subsets, augmentation, confidence filtering, t-intervals and paired gains, the accuracy-vs-N experiment, cost accounting, data cards (notebook 15)
 - ``doctor``: ``python -m course_lib doctor`` checks a machine for the course and prints the fix for each problem
 - ``distributed``: data-parallel GPT training under torchrun (DDP), gradient accumulation, mixed precision
 - ``exercises``: auto-checks for the notebooks' exercises
