@@ -124,7 +124,7 @@ def train(cfg: DDPConfig, data: torch.Tensor, vocab_size: int, replica_dir: str 
     seconds = time.perf_counter() - start
     if replica_dir is not None:
         Path(replica_dir).mkdir(parents=True, exist_ok=True)
-        save_checkpoint(Path(replica_dir) / f"rank{rank}.pt", model=model.state_dict(), losses=losses)
+        save_checkpoint(Path(replica_dir) / f"rank{rank}.pt", model=model.state_dict(), losses=losses, seconds=seconds)
     if out is not None and rank == 0:
         save_checkpoint(out, model=model.state_dict(), config=asdict(cfg), losses=losses, world_size=world)
     if world > 1:
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train(cfg, corpus.train, len(corpus.chars), replica_dir=replica_dir, out=out)
     if int(os.environ.get("RANK", "0")) == 0:
         first, last = result["losses"][0][1], result["losses"][-1][1]
-        print(f"done: loss {first:.3f} -> {last:.3f} in {result['seconds']:.1f} s on {result['world_size']} rank(s)")
+        print(f"done: loss {first:.3f} -> {last:.3f} in {result['seconds']:.2f} s on {result['world_size']} rank(s)")
     return 0
 
 
