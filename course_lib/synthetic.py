@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from .files import atomic_write
 from .metrics import accuracy, train_classifier
+from .train import eval_mode
 
 # USD per hour of one device: an ASSUMPTION for the cost arithmetic, edit it to your own prices.
 # "cpu": a 2-core cloud VM; "gpu": one rented data-centre GPU. Not quotes from any provider.
@@ -181,14 +182,12 @@ def label_confidence(images: torch.Tensor, labels: torch.Tensor, classifier: nn.
     images = _check_images(images, "images")
     labels = _check_labels(labels, len(images), "labels")
     device = next(classifier.parameters()).device
-    was_training = classifier.training
-    classifier.eval()
     probs = []
-    for start in range(0, len(images), batch_size):
-        logits = classifier(images[start:start + batch_size].to(device))  # (B, n_classes)
-        p = logits.softmax(dim=1).cpu()  # (B, n_classes)
-        probs.append(p.gather(1, labels[start:start + batch_size, None]).squeeze(1))  # (B,)
-    classifier.train(was_training)
+    with eval_mode(classifier):
+        for start in range(0, len(images), batch_size):
+            logits = classifier(images[start:start + batch_size].to(device))  # (B, n_classes)
+            p = logits.softmax(dim=1).cpu()  # (B, n_classes)
+            probs.append(p.gather(1, labels[start:start + batch_size, None]).squeeze(1))  # (B,)
     return torch.cat(probs) if probs else torch.empty(0)
 
 
@@ -312,10 +311,11 @@ def run_experiment(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_
     """
     x = _check_images(x, "x")
     y = _check_labels(y, len(x), "y")
+    scarce = {n: scarce_subset(x, y, n, subset_seed) for n in per_class}  # one real set per N, shared by all runs
     runs = [(n, name, seed) for n in per_class for name in arms for seed in seeds]
     rows = []
     for n, name, seed in tqdm(runs, desc="classifiers", disable=not progress):
-        x_real, y_real = scarce_subset(x, y, n, subset_seed)
+        x_real, y_real = scarce[n]
         extra = arms[name](x_real, y_real, n, seed)
         if extra is None:
             continue
