@@ -37,7 +37,8 @@ sqrt(alpha_bar_t) (``predict_x0_from_eps``):
 
 Both samplers take ``clip_x0=True`` to clamp x0_hat to [-1, 1] before it is used, as Ho et al. and
 diffusers (``clip_sample``) do for images scaled to [-1, 1]; it matters most for the cosine
-schedule (see ``NoiseSchedule.cosine``). Samplers run under ``torch.no_grad`` with the model in eval
+schedule (see ``NoiseSchedule.cosine``). DDIM then re-derives eps from the clamped x0_hat, so both
+terms of its update agree (see ``ddim_step``). Samplers run under ``torch.no_grad`` with the model in eval
 mode (its mode is restored afterwards), on the model's device, and show a tqdm bar (``progress=False``
 turns it off). With a ``generator``, noise is drawn on the generator's device, so a seed gives the
 same samples on any device.
@@ -320,13 +321,19 @@ def ddim_step(
     """One DDIM step x_t -> x_{t_prev} (t_prev < t; -1 = clean data); returns (x_{t_prev}, x0_hat).
 
     x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps + sigma noise.
-    With ``clip_x0`` the clamped x0_hat is used, eps is kept (diffusers' default behaviour).
+
+    With ``clip_x0`` x0_hat is clamped to [-1, 1] and eps is re-derived from the clamped x0_hat
+    (eps = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t), as GLIDE does; diffusers'
+    ``use_clipped_model_output=True``), so that x_t' is again a point on the line from x0_hat through
+    x_t. Keeping the unclamped eps (diffusers' default) mixes two predictions that disagree, and the
+    error grows with the number of steps (notebook 08's pitfalls measure it).
     """
     if not -1 <= t_prev < t:
         raise ValueError(f"ddim_step needs -1 <= t_prev < t, got t={t}, t_prev={t_prev}.")
     x0_hat = schedule.predict_x0_from_eps(x_t, t, eps)
     if clip_x0:
         x0_hat = x0_hat.clamp(-1, 1)
+        eps = schedule.predict_eps_from_x0(x_t, t, x0_hat)  # the noise that x0_hat and x_t imply
     ab_prev = schedule.alpha_bars[t_prev].item() if t_prev >= 0 else 1.0
     sigma = ddim_sigma(schedule, t, t_prev, eta)
     x_prev = math.sqrt(ab_prev) * x0_hat + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps

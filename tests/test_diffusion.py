@@ -259,6 +259,47 @@ def test_ddim_sampler_matches_diffusers(spacing, eta):
     assert torch.allclose(x_ours, x_ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("eta", [0.0, 0.6])
+def test_ddim_with_clipping_matches_diffusers_clipped_model_output(eta):
+    """clip_x0=True re-derives eps from the clamped x0_hat: diffusers' use_clipped_model_output=True."""
+    diffusers = pytest.importorskip("diffusers")
+    s = NoiseSchedule.linear(1000)
+    ref = with_our_tables(diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True,
+                                                  set_alpha_to_one=True, timestep_spacing="trailing",
+                                                  prediction_type="epsilon"), s)
+    ref.set_timesteps(20)
+    g = gen(2)
+    x, eps = (torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    eps = 2 * eps  # large enough that clipping x0_hat to [-1, 1] changes something
+    for t, t_prev in [(999, 949), (499, 449), (49, -1)]:
+        noise = torch.randn(x.shape, generator=gen(t), dtype=torch.float64)
+        out = ref.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise if eta > 0 else None)
+        x_prev, x0_hat = ddim_step(s, eps, x, t, t_prev, eta=eta, noise=noise, clip_x0=True)
+        assert not torch.allclose(x0_hat, s.predict_x0_from_eps(x, t, eps))  # the clamp bites
+        assert torch.allclose(x0_hat, out.pred_original_sample, atol=1e-10), t
+        assert torch.allclose(x_prev, out.prev_sample, atol=1e-10), t
+
+
+def test_clipped_ddim_step_stays_on_the_line_through_x0_hat():
+    """After a deterministic step, x_t' and x_t imply the same noise for the (clamped) x0_hat.
+
+    The update x_t' = sqrt(ab') x0_hat + sqrt(1 - ab') eps is only self-consistent when eps is the
+    noise that x0_hat and x_t imply; clamping x0_hat but keeping the network's eps breaks that, and
+    the error compounds over many steps."""
+    s = NoiseSchedule.linear(1000)
+    g = gen(3)
+    x = torch.randn(64, 1, 4, 4, generator=g, dtype=torch.float64)
+    eps = 3 * torch.randn(64, 1, 4, 4, generator=g, dtype=torch.float64)  # x0_hat far outside [-1, 1]
+    for t, t_prev in [(999, 899), (500, 400), (100, 50)]:
+        x_prev, x0_hat = ddim_step(s, eps, x, t, t_prev, eta=0.0, clip_x0=True)
+        assert x0_hat.abs().max() <= 1
+        implied_before = s.predict_eps_from_x0(x, t, x0_hat)
+        implied_after = s.predict_eps_from_x0(x_prev, t_prev, x0_hat)
+        assert torch.allclose(implied_after, implied_before, atol=1e-10), t
+        # ... and a deterministic step from x_t' with that noise predicts the same x0_hat again
+        assert torch.allclose(s.predict_x0_from_eps(x_prev, t_prev, implied_after), x0_hat, atol=1e-10)
+
+
 # ---------------------------------------------------------------------------- DDIM versus DDPM
 
 
