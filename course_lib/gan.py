@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .train import History, _cycle, eval_mode, to_device
+from .train import EMA, History, _cycle, eval_mode, to_device
 
 LOSS_KINDS = ("saturating", "non_saturating", "least_squares", "wasserstein")
 
@@ -290,6 +290,8 @@ def train_gan(
     callback_every: int = 100,
     progress: bool = True,
     desc: str = "GAN",
+    ema: EMA | None = None,
+    start_step: int = 0,
 ) -> History:
     """Alternate ``n_critic`` discriminator steps and one generator step, ``steps`` times.
 
@@ -298,6 +300,8 @@ def train_gan(
     Logged: ``d_loss``, ``g_loss``, ``d_real`` / ``d_fake`` (mean D(x) as a probability for the
     BCE kinds, the mean raw score otherwise), ``grad_norm`` with the gradient penalty.
     ``callback(step)`` runs every ``callback_every`` steps (e.g. to save snapshots for an animation).
+    ``ema`` (a ``course_lib.train.EMA`` of the generator) is updated after every generator step;
+    ``start_step`` continues a run from that step (the caller keeps the optimizers).
     """
     _check_kind(loss)
     device = torch.device(device) if device is not None else next(generator.parameters()).device
@@ -312,7 +316,7 @@ def train_gan(
         z = torch.randn(n, generator.latent_dim, device=device)  # (B, latent_dim)
         return generator(z, labels if conditional else None)
 
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, initial=start_step, total=steps)
     for step in bar:
         for _ in range(n_critic):  # 1) discriminator / critic: real -> high, fake -> low
             x, y = _split(to_device(next(batches), device))
@@ -330,6 +334,8 @@ def train_gan(
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()  # D's parameters receive gradients too; opt_d zeroes them before its next step
         opt_g.step()
+        if ema is not None:
+            ema.update(generator)
         if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
             raise FloatingPointError(f"GAN losses became non-finite at step {step} (D {d_loss.item()}, "
                                      f"G {g_loss.item()}). Lower the learning rates or check the data range.")

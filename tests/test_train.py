@@ -160,3 +160,40 @@ def test_accuracy_matches_a_direct_count_across_batches_in_eval_mode():
         assert accuracy(net, x, labels, batch_size=batch_size) == pytest.approx(expected, abs=1e-12)
     assert net.training, "accuracy must restore the model's mode"
     assert accuracy(net, x, (labels + 1) % 3) < 1.0 - expected + 1e-9  # wrong labels score lower
+
+
+def test_ema_follows_its_formula_with_warm_up_and_copies_buffers():
+    from course_lib.train import EMA
+
+    model = nn.BatchNorm1d(1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.9)
+    expected = 0.0
+    for n, w in enumerate([1.0, 2.0, 4.0, 4.0, 4.0]):
+        with torch.no_grad():
+            model.weight.fill_(w)
+            model.num_batches_tracked.fill_(n + 7)
+        ema.update(model)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * w
+        assert ema.shadow["weight"].item() == pytest.approx(expected)
+        assert ema.shadow["num_batches_tracked"].item() == n + 7  # integer buffers are copied
+    copy = ema.model_copy(model)
+    assert copy.weight.item() == pytest.approx(expected) and model.weight.item() == 4.0 and not copy.training
+    with pytest.raises(ValueError, match="decay"):
+        EMA(model, decay=1.0)
+
+
+def test_fit_updates_the_ema_every_step_and_checkpoints_it(tmp_path):
+    from course_lib.train import EMA
+
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    ema = EMA(model, decay=0.5)
+    data = [(torch.randn(8, 2), torch.randn(8, 1)) for _ in range(3)]
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), data,
+        steps=5, progress=False, ema=ema, checkpoint=tmp_path / "c.pt")
+    assert ema.updates == 5
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["ema"]["updates"] == 5 and torch.equal(state["ema"]["shadow"]["weight"], ema.shadow["weight"])

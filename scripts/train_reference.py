@@ -1,0 +1,169 @@
+"""Train the course's reference generators (``course_lib/weights/ref_<name>.pt``), one at a time.
+
+    python scripts/train_reference.py cfg_mnist                # one model (see REFERENCES below)
+    python scripts/train_reference.py --list                   # the recipes
+    python scripts/train_reference.py cfg_mnist --device cuda  # minutes on a GPU
+
+A reference model is a course model trained far longer than a notebook's ``cpu`` budget allows, through
+exactly the code the notebooks use (``course_lib.zoo.Run``), deterministically from a seed. Training is
+resumable: a checkpoint is written every ``--segment`` steps to ``runs/references/<name>.ckpt`` (git
+ignores ``runs/``), and running the same command again continues from it with the same batches and
+random numbers, so the weights equal those of an uninterrupted run.
+
+While it trains, the script records the FCD-versus-training-time curve of the sampled weights (the
+EMA weights where the recipe keeps an EMA): ``--curve-n`` samples against all 10,000 test images of the
+dataset, every ``--curve-every`` steps. At the end it writes, atomically,
+
+    course_lib/weights/ref_<name>.pt       the weights (float16) and everything zoo.load needs
+    course_lib/weights/references.json     one entry: file, sha256, recipe, steps, wall time, machine,
+                                           torch version, commit, the curve, the final metrics and
+                                           the small fixed-seed "check" that tests reproduce
+
+All metrics are computed from the saved float16 weights, loaded back through ``zoo.load``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from course_lib import fcd, zoo  # noqa: E402
+from course_lib.data import load_fashion_mnist, load_mnist  # noqa: E402
+from course_lib.device import describe_device  # noqa: E402
+from course_lib.files import atomic_write, sha256_of  # noqa: E402
+from course_lib.results import git_commit  # noqa: E402
+from course_lib.train import load_checkpoint, save_checkpoint  # noqa: E402
+
+LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
+
+# name -> the zoo model, its dataset, and the settings that differ from zoo.RECIPES; "sampler" are the
+# diffusion sampler's settings stored with the weights (zoo.Trained.sample uses them by default).
+REFERENCES = {
+    "cfg_mnist": dict(model="cfg", dataset="mnist", steps=5_000, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
+                      sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=2.0), final_n=2_000),
+    "ddpm_mnist": dict(model="ddpm", dataset="mnist", steps=4_000, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
+                       sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=2_000),
+    "dcgan_fashion": dict(model="dcgan", dataset="fashion_mnist", steps=8_000, batch_size=64, lr=2e-4, width=48,
+                          ema_decay=0.999, final_n=10_000),
+    "cgan_mnist": dict(model="cgan", dataset="mnist", steps=6_000, batch_size=64, lr=2e-4, width=32, ema_decay=0.999,
+                       final_n=10_000),
+    "cgan_fashion": dict(model="cgan", dataset="fashion_mnist", steps=6_000, batch_size=64, lr=2e-4, width=32,
+                         ema_decay=0.999, final_n=10_000),
+    "wgan_gp_mnist": dict(model="wgan_gp", dataset="mnist", steps=2_500, batch_size=64, lr=1e-4, width=32,
+                          ema_decay=0.999, final_n=10_000),
+    "vae_mnist": dict(model="vae", dataset="mnist", steps=18_760, batch_size=128, lr=1e-3, width=512, ema_decay=0.0,
+                      final_n=10_000),
+}
+CHECK = dict(n=200, seed=0, ddim_steps=10)  # the small fixed-seed sample that tests/test_references.py re-scores
+SEED = 0
+
+
+def test_images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    test = LOADERS[dataset]("test")
+    return test.x, test.y
+
+
+def balanced_labels(n: int) -> torch.Tensor:
+    return torch.arange(n) % zoo.NUM_CLASSES  # (n,) 0, 1, ..., 9, 0, 1, ...
+
+
+def score(trained: zoo.Trained, dataset: str, ref_stats, n: int, seed: int, test_y=None, **settings) -> dict:
+    """FCD of n samples against the test set's statistics; class accuracy for conditional models."""
+    labels = balanced_labels(n)
+    start = time.perf_counter()
+    images = trained.sample(n, labels, torch.Generator().manual_seed(seed), **settings)  # (n, 1, 28, 28)
+    seconds = time.perf_counter() - start
+    mu, sigma = fcd.image_statistics(images, dataset)
+    out = {"n": n, "seed": seed, "fcd": round(fcd.frechet_distance(mu, sigma, *ref_stats), 3),
+           "sampling_s": round(seconds, 1), **settings}
+    if trained.conditional:
+        out["class_accuracy"] = round(fcd.classifier_accuracy(images, labels, dataset), 4)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", choices=sorted(REFERENCES))
+    parser.add_argument("--list", action="store_true", help="print the recipes and exit")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--segment", type=int, default=250, help="steps between checkpoints")
+    parser.add_argument("--curve-every", type=int, default=None, help="steps between FCD points (default: steps / 5)")
+    parser.add_argument("--curve-n", type=int, default=500)
+    parser.add_argument("--checkpoints", type=Path, default=ROOT / "runs" / "references")
+    parser.add_argument("--out", type=Path, default=zoo.WEIGHTS_DIR)
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps (for a trial run)")
+    parser.add_argument("--final-n", type=int, default=None, help="override the final sample size (for a trial run)")
+    args = parser.parse_args()
+    if args.list or args.name is None:
+        print(json.dumps(REFERENCES, indent=1))
+        return
+    spec = dict(REFERENCES[args.name])
+    sampler = spec.pop("sampler", {})
+    final_n = args.final_n or spec.pop("final_n")
+    spec.pop("final_n", None)
+    spec["steps"] = args.steps or spec["steps"]
+    dataset = spec.pop("dataset")
+    model = spec.pop("model")
+    device = torch.device(args.device)
+
+    data = LOADERS[dataset]("train")
+    test_x, _ = test_images(dataset)
+    ref_stats = fcd.image_statistics(test_x, dataset)  # all 10,000 test images
+    run = zoo.Run(model, data.x, data.y, device=device, seed=SEED, **spec)
+    ckpt = args.checkpoints / f"{args.name}.ckpt"
+    curve = []
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt, map_location=device)
+        run.load_state_dict(state["run"])
+        curve = state["curve"]
+        print(f"resumed {args.name} at step {run.step} of {run.total_steps}")
+    curve_every = args.curve_every or max(args.segment, run.total_steps // 5)
+
+    def sampled() -> zoo.Trained:
+        trained = run.trained()
+        trained.extra.update(sampler)
+        return trained
+
+    while run.step < run.total_steps:
+        run.advance(min(args.segment, run.total_steps - run.step), progress=True)
+        if run.step % curve_every == 0 or run.step == run.total_steps:
+            point = score(sampled(), dataset, ref_stats, args.curve_n, seed=1, **({"ddim_steps": 10} if sampler else {}))
+            curve.append({"step": run.step, "train_s": round(run.seconds, 1), "fcd": point["fcd"],
+                          **({"class_accuracy": point["class_accuracy"]} if "class_accuracy" in point else {})})
+            print(f"step {run.step}: {curve[-1]}", flush=True)
+        save_checkpoint(ckpt, run=run.state_dict(), curve=curve)
+
+    # Write the float16 weights, then measure everything from the file as zoo.load reads it.
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"ref_{args.name}.pt"
+    zoo.save(sampled(), path, half=True)
+    trained = zoo.load(path, device=device)
+    final = score(trained, dataset, ref_stats, final_n, seed=2)
+    check_settings = {"ddim_steps": CHECK["ddim_steps"]} if sampler else {}
+    check = score(zoo.load(path, device="cpu"), dataset, ref_stats, CHECK["n"], CHECK["seed"], **check_settings)
+    entry = {
+        "file": path.name, "sha256": sha256_of(path), "size_bytes": path.stat().st_size, "model": model,
+        "dataset": dataset, "recipe": {**spec, "seed": SEED, **({"sampler": sampler} if sampler else {})},
+        "steps": run.step, "train_seconds": round(run.seconds, 1), "machine": describe_device(device),
+        "platform": platform.platform(), "torch_version": torch.__version__, "commit": git_commit(),
+        "n_params": sum(p.numel() for p in trained.model.parameters()),
+        "fcd_reference": "all 10,000 test images", "curve": curve, "final": final, "check": check,
+    }
+    manifest = zoo.references()
+    manifest[args.name] = entry
+    with atomic_write(zoo.REFERENCES_MANIFEST if args.out == zoo.WEIGHTS_DIR else args.out / "references.json",
+                      mode="w", encoding="utf-8") as f:
+        json.dump(dict(sorted(manifest.items())), f, indent=1)
+    print(json.dumps({k: entry[k] for k in ("steps", "train_seconds", "final", "check")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
