@@ -4,8 +4,9 @@ Checks, in order: the Python version; torch, torchvision, transformers and the o
 packages against the ranges in the package metadata (pyproject.toml); that torchvision's compiled
 operators load beside this torch (a mismatched pair imports but fails at the first ``nms`` call);
 the device and what it means for the profiles; every dataset file under the data root (present,
-and with ``--verify`` also its sha256); the offline copy of the pretrained encoder of notebooks
-12-13; free disk space where the course writes.
+and with ``--verify`` also its sha256); the reference generators of ``course_lib/weights`` (present,
+sha256 checked); the offline copy of the pretrained encoder of notebooks 12-13; free disk space
+where the course writes.
 
     python -m course_lib doctor            # quick: presence checks only
     python -m course_lib doctor --verify   # also hash every data file (about 160 MB to read)
@@ -162,6 +163,23 @@ def check_encoder() -> Check:
     return Check("pretrained encoder", "ok", f"offline copy at {path}")
 
 
+def check_references() -> Check:
+    """Every reference generator of course_lib/weights is present with the sha256 of its manifest."""
+    from .zoo import ReferenceError, reference_path, references
+
+    names = sorted(references())
+    bad = []
+    for name in names:
+        try:
+            reference_path(name)
+        except ReferenceError as err:
+            bad.append((name, str(err).splitlines()[-1]))
+    if bad:
+        return Check("reference models", "fail", f"{len(bad)} of {len(names)} unusable: {', '.join(n for n, _ in bad)}",
+                     bad[0][1])
+    return Check("reference models", "ok", f"{len(names)} present, sha256 checked")
+
+
 def check_disk(path: Path, min_free_gb: float = MIN_FREE_GB) -> Check:
     while not path.exists():  # the results folder may not exist yet: look at its parent
         path = path.parent
@@ -181,6 +199,7 @@ def run_checks(verify_hashes: bool = False) -> list[Check]:
         checks.append(check_torchvision_ops())
         checks.append(check_device())
         checks += check_data(verify_hashes)
+        checks.append(check_references())
         if importlib.util.find_spec("transformers") is not None:
             checks.append(check_encoder())
         from .results import results_dir

@@ -49,21 +49,27 @@ LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
 REFERENCES = {
     "cfg_mnist": dict(model="cfg", dataset="mnist", steps=5_000, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
                       sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=2.0), final_n=2_000),
-    "ddpm_mnist": dict(model="ddpm", dataset="mnist", steps=4_000, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
-                       sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=2_000),
-    "dcgan_fashion": dict(model="dcgan", dataset="fashion_mnist", steps=8_000, batch_size=64, lr=2e-4, width=48,
+    "ddpm_mnist": dict(model="ddpm", dataset="mnist", steps=3_500, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
+                       sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=10_000),
+    "dcgan_fashion": dict(model="dcgan", dataset="fashion_mnist", steps=6_000, batch_size=64, lr=2e-4, width=48,
                           ema_decay=0.999, final_n=10_000),
+    "dcgan_mnist": dict(model="dcgan", dataset="mnist", steps=8_000, batch_size=64, lr=2e-4, width=32, ema_decay=0.999,
+                        final_n=10_000),
     "cgan_mnist": dict(model="cgan", dataset="mnist", steps=6_000, batch_size=64, lr=2e-4, width=32, ema_decay=0.999,
                        final_n=10_000),
     "cgan_fashion": dict(model="cgan", dataset="fashion_mnist", steps=6_000, batch_size=64, lr=2e-4, width=32,
                          ema_decay=0.999, final_n=10_000),
-    "wgan_gp_mnist": dict(model="wgan_gp", dataset="mnist", steps=2_500, batch_size=64, lr=1e-4, width=32,
+    "wgan_gp_mnist": dict(model="wgan_gp", dataset="mnist", steps=1_800, batch_size=64, lr=1e-4, width=32,
                           ema_decay=0.999, final_n=10_000),
     "vae_mnist": dict(model="vae", dataset="mnist", steps=18_760, batch_size=128, lr=1e-3, width=512, ema_decay=0.0,
                       final_n=10_000),
 }
+# The sampler study of a class-conditional diffusion reference (notebook 08 shows it): FCD against all
+# test images over DDIM step counts, and the guidance sweep with class accuracy and within-class spread.
+STUDY = dict(n=2_000, steps=[5, 10, 20, 50, 100], sweep_steps=20, scales=[0.0, 1.0, 2.0, 3.0, 4.0], best_n=10_000)
 CHECK = dict(n=200, seed=0, ddim_steps=10)  # the small fixed-seed sample that tests/test_references.py re-scores
 SEED = 0
+SAMPLE_BATCH = 250  # images per sampler call (smaller batches run faster per image on a CPU)
 
 
 def test_images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,11 +81,11 @@ def balanced_labels(n: int) -> torch.Tensor:
     return torch.arange(n) % zoo.NUM_CLASSES  # (n,) 0, 1, ..., 9, 0, 1, ...
 
 
-def score(trained: zoo.Trained, dataset: str, ref_stats, n: int, seed: int, test_y=None, **settings) -> dict:
+def score(trained: zoo.Trained, dataset: str, ref_stats, n: int, seed: int, **settings) -> dict:
     """FCD of n samples against the test set's statistics; class accuracy for conditional models."""
     labels = balanced_labels(n)
     start = time.perf_counter()
-    images = trained.sample(n, labels, torch.Generator().manual_seed(seed), **settings)  # (n, 1, 28, 28)
+    images = trained.sample(n, labels, torch.Generator().manual_seed(seed), batch_size=SAMPLE_BATCH, **settings)
     seconds = time.perf_counter() - start
     mu, sigma = fcd.image_statistics(images, dataset)
     out = {"n": n, "seed": seed, "fcd": round(fcd.frechet_distance(mu, sigma, *ref_stats), 3),
@@ -89,10 +95,54 @@ def score(trained: zoo.Trained, dataset: str, ref_stats, n: int, seed: int, test
     return out
 
 
+def within_class_spread(images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean per-pixel standard deviation among images of the same class, averaged over the classes."""
+    return torch.stack([images[labels == k].std(0).mean() for k in labels.unique()]).mean().item()
+
+
+def study(name: str) -> None:
+    """The sampler study of reference ``name`` (a diffusion model), stored as ``study`` in its manifest entry."""
+    entry = zoo.references()[name]
+    dataset = entry["dataset"]
+    ref_stats = fcd.image_statistics(test_images(dataset)[0], dataset)
+    trained = zoo.load(name, device="cpu")
+    n = STUDY["n"]
+    out = {"n": n, "fcd_reference": "all 10,000 test images"}
+    train_x = LOADERS[dataset]("train").x
+    idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(5))[:n]
+    out["real_train_fcd_same_n"] = round(fcd.frechet_distance(*fcd.image_statistics(train_x[idx], dataset), *ref_stats), 3)
+    out["ddim_steps"] = {str(k): score(trained, dataset, ref_stats, n, seed=3, ddim_steps=k) for k in STUDY["steps"]}
+    print(json.dumps(out["ddim_steps"]), flush=True)
+    if trained.conditional:
+        sweep = {}
+        for w in STUDY["scales"]:
+            labels = balanced_labels(n)
+            images = trained.sample(n, labels, torch.Generator().manual_seed(4), ddim_steps=STUDY["sweep_steps"],
+                                    guidance_scale=w)
+            mu, sigma = fcd.image_statistics(images, dataset)
+            sweep[f"{w:g}"] = {"fcd": round(fcd.frechet_distance(mu, sigma, *ref_stats), 3),
+                               "class_accuracy": round(fcd.classifier_accuracy(images, labels, dataset), 4),
+                               "within_class_spread": round(within_class_spread(images, labels), 4)}
+            print(f"w = {w:g}: {sweep[f'{w:g}']}", flush=True)
+        out["guidance"] = {"ddim_steps": STUDY["sweep_steps"], "by_scale": sweep}
+        test_x, test_y = test_images(dataset)
+        out["real_test_within_class_spread"] = round(within_class_spread(test_x, test_y), 4)
+    if trained.conditional:  # the sweep's best guidance scale (at sweep_steps), re-scored with best_n samples
+        best_w = min(out["guidance"]["by_scale"].items(), key=lambda kv: kv[1]["fcd"])[0]
+        out["best"] = score(trained, dataset, ref_stats, STUDY["best_n"], seed=6, ddim_steps=STUDY["sweep_steps"],
+                            guidance_scale=float(best_w))
+        print(f"best: {out['best']}", flush=True)
+    manifest = zoo.references()
+    manifest[name]["study"] = out
+    with atomic_write(zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
+        json.dump(dict(sorted(manifest.items())), f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", choices=sorted(REFERENCES))
     parser.add_argument("--list", action="store_true", help="print the recipes and exit")
+    parser.add_argument("--study", action="store_true", help="run the sampler study of a trained diffusion reference")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--segment", type=int, default=250, help="steps between checkpoints")
     parser.add_argument("--curve-every", type=int, default=None, help="steps between FCD points (default: steps / 5)")
@@ -104,6 +154,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.list or args.name is None:
         print(json.dumps(REFERENCES, indent=1))
+        return
+    if args.study:
+        study(args.name)
         return
     spec = dict(REFERENCES[args.name])
     sampler = spec.pop("sampler", {})

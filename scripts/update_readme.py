@@ -51,8 +51,9 @@ SHOW_FROM_OUTPUTS = {
 }
 RUN_AHEAD_S = 60  # a cell slower than this is started ahead (or during the preceding explanation)
 
-BEGIN = {"syllabus": "<!-- syllabus:begin -->", "results": "<!-- results:begin -->", "workshop": "<!-- workshop:begin -->"}
-END = {"syllabus": "<!-- syllabus:end -->", "results": "<!-- results:end -->", "workshop": "<!-- workshop:end -->"}
+KEYS = ("syllabus", "results", "workshop", "references")
+BEGIN = {key: f"<!-- {key}:begin -->" for key in KEYS}
+END = {key: f"<!-- {key}:end -->" for key in KEYS}
 
 
 def syllabus_table(records: list[dict]) -> str:
@@ -119,9 +120,26 @@ def workshop_table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def render(text: str, records: list[dict]) -> str:
+def references_table(manifest: dict) -> str:
+    """The shipped reference generators, from course_lib/weights/references.json."""
+    rows = ["| reference | model | data | training | machine | FCD (n, vs all test images) | class accuracy |",
+            "|---|---|---|---|---|---|---|"]
+    for name, e in sorted(manifest.items()):
+        final = e["final"]
+        acc = f"{final['class_accuracy']:.3f}" if "class_accuracy" in final else ""
+        rows.append(f"| `{name}` | {e['model']} | {e['dataset']} | {e['steps']:,} steps, {format_seconds(e['train_seconds'])} "
+                    f"| {e['machine']} | {final['fcd']:.2f} (n = {final['n']:,}) | {acc} |")
+    if len(rows) == 2:
+        rows.append("| (none yet) | | | | | | |")
+    return "\n".join(rows)
+
+
+def render(text: str, records: list[dict], manifest: dict | None = None) -> str:
+    if manifest is None:
+        from course_lib.zoo import references
+        manifest = references()
     tables = {"syllabus": syllabus_table(records), "results": results_table(records),
-              "workshop": workshop_table(records)}
+              "workshop": workshop_table(records), "references": references_table(manifest)}
     for key, table in tables.items():
         start, end = text.find(BEGIN[key]), text.find(END[key])
         if start < 0 or end < start:
