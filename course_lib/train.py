@@ -115,7 +115,8 @@ class EMA:
         shadow <- d * shadow + (1 - d) * weight,    d = min(decay, (1 + n) / (10 + n))
 
     where n counts the updates so far. The warm-up term keeps the average from being dominated by the
-    random initial weights in short runs. Buffers (BatchNorm statistics) are copied as they are. The
+    random initial weights in short runs. Floating-point buffers (BatchNorm's running mean and variance)
+    are averaged like the weights; integer buffers (its batch counter) are copied. The
     average of the last ~1 / (1 - decay) steps smooths out the noise of SGD, which matters most for
     generators: a diffusion model sampled from its EMA weights gives far better samples than the same
     run's last weights. ``model_copy()`` returns a new model holding the averaged weights.

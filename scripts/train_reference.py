@@ -100,42 +100,52 @@ def within_class_spread(images: torch.Tensor, labels: torch.Tensor) -> float:
     return torch.stack([images[labels == k].std(0).mean() for k in labels.unique()]).mean().item()
 
 
-def study(name: str) -> None:
-    """The sampler study of reference ``name`` (a diffusion model), stored as ``study`` in its manifest entry."""
+def _save_study(name: str, part: dict) -> None:
+    """Merge ``part`` into the ``study`` of reference ``name`` in the manifest (atomic), so each finished part is kept."""
+    manifest = zoo.references()
+    manifest[name].setdefault("study", {}).update(part)
+    with atomic_write(zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
+        json.dump(dict(sorted(manifest.items())), f, indent=1)
+
+
+def study(name: str, parts: list[str], sweep_n: int) -> None:
+    """The sampler study of reference ``name`` (a diffusion model), stored as ``study`` in its manifest entry:
+    "steps" (FCD over DDIM step counts, n = STUDY["n"]), "sweep" (guidance scales at sweep_steps, n = sweep_n,
+    conditional models) and "best" (the sweep's best scale re-scored with best_n samples)."""
     entry = zoo.references()[name]
     dataset = entry["dataset"]
-    ref_stats = fcd.image_statistics(test_images(dataset)[0], dataset)
+    test_x, test_y = test_images(dataset)
+    ref_stats = fcd.image_statistics(test_x, dataset)
     trained = zoo.load(name, device="cpu")
-    n = STUDY["n"]
-    out = {"n": n, "fcd_reference": "all 10,000 test images"}
-    train_x = LOADERS[dataset]("train").x
-    idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(5))[:n]
-    out["real_train_fcd_same_n"] = round(fcd.frechet_distance(*fcd.image_statistics(train_x[idx], dataset), *ref_stats), 3)
-    out["ddim_steps"] = {str(k): score(trained, dataset, ref_stats, n, seed=3, ddim_steps=k) for k in STUDY["steps"]}
-    print(json.dumps(out["ddim_steps"]), flush=True)
-    if trained.conditional:
+    if "steps" in parts:
+        n = STUDY["n"]
+        train_x = LOADERS[dataset]("train").x
+        idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(5))[:n]
+        real = fcd.frechet_distance(*fcd.image_statistics(train_x[idx], dataset), *ref_stats)
+        steps = {str(k): score(trained, dataset, ref_stats, n, seed=3, ddim_steps=k) for k in STUDY["steps"]}
+        print(json.dumps(steps), flush=True)
+        _save_study(name, {"n": n, "fcd_reference": "all 10,000 test images", "real_train_fcd_same_n": round(real, 3),
+                           "ddim_steps": steps})
+    if "sweep" in parts and trained.conditional:
         sweep = {}
         for w in STUDY["scales"]:
-            labels = balanced_labels(n)
-            images = trained.sample(n, labels, torch.Generator().manual_seed(4), ddim_steps=STUDY["sweep_steps"],
-                                    guidance_scale=w)
+            labels = balanced_labels(sweep_n)
+            images = trained.sample(sweep_n, labels, torch.Generator().manual_seed(4), batch_size=SAMPLE_BATCH,
+                                    ddim_steps=STUDY["sweep_steps"], guidance_scale=w)
             mu, sigma = fcd.image_statistics(images, dataset)
             sweep[f"{w:g}"] = {"fcd": round(fcd.frechet_distance(mu, sigma, *ref_stats), 3),
                                "class_accuracy": round(fcd.classifier_accuracy(images, labels, dataset), 4),
                                "within_class_spread": round(within_class_spread(images, labels), 4)}
             print(f"w = {w:g}: {sweep[f'{w:g}']}", flush=True)
-        out["guidance"] = {"ddim_steps": STUDY["sweep_steps"], "by_scale": sweep}
-        test_x, test_y = test_images(dataset)
-        out["real_test_within_class_spread"] = round(within_class_spread(test_x, test_y), 4)
-    if trained.conditional:  # the sweep's best guidance scale (at sweep_steps), re-scored with best_n samples
-        best_w = min(out["guidance"]["by_scale"].items(), key=lambda kv: kv[1]["fcd"])[0]
-        out["best"] = score(trained, dataset, ref_stats, STUDY["best_n"], seed=6, ddim_steps=STUDY["sweep_steps"],
-                            guidance_scale=float(best_w))
-        print(f"best: {out['best']}", flush=True)
-    manifest = zoo.references()
-    manifest[name]["study"] = out
-    with atomic_write(zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
-        json.dump(dict(sorted(manifest.items())), f, indent=1)
+        _save_study(name, {"guidance": {"n": sweep_n, "ddim_steps": STUDY["sweep_steps"], "by_scale": sweep},
+                           "real_test_within_class_spread": round(within_class_spread(test_x, test_y), 4)})
+    if "best" in parts and trained.conditional:  # the sweep's best scale (at sweep_steps), re-scored with best_n samples
+        by_scale = zoo.references()[name]["study"]["guidance"]["by_scale"]
+        best_w = min(by_scale.items(), key=lambda kv: kv[1]["fcd"])[0]
+        best = score(trained, dataset, ref_stats, STUDY["best_n"], seed=6, ddim_steps=STUDY["sweep_steps"],
+                     guidance_scale=float(best_w))
+        print(f"best: {best}", flush=True)
+        _save_study(name, {"best": best})
 
 
 def main() -> None:
@@ -143,9 +153,12 @@ def main() -> None:
     parser.add_argument("name", nargs="?", choices=sorted(REFERENCES))
     parser.add_argument("--list", action="store_true", help="print the recipes and exit")
     parser.add_argument("--study", action="store_true", help="run the sampler study of a trained diffusion reference")
+    parser.add_argument("--study-parts", default="steps,sweep,best", help="which parts of the study to run")
+    parser.add_argument("--sweep-n", type=int, default=STUDY["n"], help="samples per guidance scale in the study")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--segment", type=int, default=250, help="steps between checkpoints")
-    parser.add_argument("--curve-every", type=int, default=None, help="steps between FCD points (default: steps / 5)")
+    parser.add_argument("--curve-every", type=int, default=None,
+                        help="steps between FCD points, a multiple of --segment (default: about steps / 5)")
     parser.add_argument("--curve-n", type=int, default=500)
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "runs" / "references")
     parser.add_argument("--out", type=Path, default=zoo.WEIGHTS_DIR)
@@ -156,7 +169,7 @@ def main() -> None:
         print(json.dumps(REFERENCES, indent=1))
         return
     if args.study:
-        study(args.name)
+        study(args.name, args.study_parts.split(","), args.sweep_n)
         return
     spec = dict(REFERENCES[args.name])
     sampler = spec.pop("sampler", {})
@@ -178,7 +191,9 @@ def main() -> None:
         run.load_state_dict(state["run"])
         curve = state["curve"]
         print(f"resumed {args.name} at step {run.step} of {run.total_steps}")
-    curve_every = args.curve_every or max(args.segment, run.total_steps // 5)
+    if args.curve_every and args.curve_every % args.segment:
+        parser.error("--curve-every must be a multiple of --segment (points are taken between segments).")
+    curve_every = args.curve_every or args.segment * max(1, run.total_steps // 5 // args.segment)  # a multiple of the segment
 
     def sampled() -> zoo.Trained:
         trained = run.trained()
@@ -208,7 +223,8 @@ def main() -> None:
         "steps": run.step, "train_seconds": round(run.seconds, 1), "machine": describe_device(device),
         "platform": platform.platform(), "torch_version": torch.__version__, "commit": git_commit(),
         "n_params": sum(p.numel() for p in trained.model.parameters()),
-        "fcd_reference": "all 10,000 test images", "curve": curve, "final": final, "check": check,
+        "fcd_reference": "all 10,000 test images", "curve_n": args.curve_n, "curve": curve, "final": final,
+        "check": check,
     }
     manifest = zoo.references()
     manifest[args.name] = entry

@@ -78,3 +78,16 @@ def test_command_line_on_this_machine():
     assert "0 problem(s)" in run.stdout and "[ok  ] torch + torchvision" in run.stdout
     usage = subprocess.run([sys.executable, "-m", "course_lib"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "doctor" in usage.stdout
+
+
+def test_missing_reference_weights(tmp_path, monkeypatch):
+    from course_lib import zoo
+
+    ok = doctor.check_references()
+    assert ok.status == "ok" and f"{len(zoo.references())} present" in ok.detail
+    manifest = tmp_path / "references.json"
+    manifest.write_text(zoo.REFERENCES_MANIFEST.read_text())
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)  # the manifest, but none of the weight files
+    monkeypatch.setattr(zoo, "REFERENCES_MANIFEST", manifest)
+    bad = doctor.check_references()
+    assert bad.status == "fail" and "unusable" in bad.detail and "train_reference.py" in bad.fix
