@@ -490,7 +490,11 @@ def save(trained: Trained, path: str | Path, half: bool = False) -> Path:
 def load(name_or_path: str | Path, device: torch.device | str | None = None) -> Trained:
     """A reference model by name (``references()`` lists them; sha256-checked, offline), or a ``Trained``
     written by ``save`` from a path; on ``device`` (default: course_lib.get_device())."""
-    path = reference_path(name_or_path) if str(name_or_path) in references() else Path(name_or_path)
+    bare_name = isinstance(name_or_path, str) and Path(name_or_path).suffix == "" and "/" not in name_or_path
+    if str(name_or_path) in references() or (bare_name and not Path(name_or_path).exists()):
+        path = reference_path(str(name_or_path))  # a reference name: checked, or a ReferenceError listing the names
+    else:
+        path = Path(name_or_path)
     device = torch.device(device) if device is not None else get_device()
     state = load_checkpoint(path)
     name = _check_name(state["name"])

@@ -105,5 +105,7 @@ def test_missing_and_corrupt_weights_give_clear_errors(tmp_path, monkeypatch):
     assert zoo.load(name, device="cpu").name == entry["model"]
     with pytest.raises(zoo.ReferenceError, match="No reference model 'nope'"):
         zoo.reference_path("nope")
+    with pytest.raises(zoo.ReferenceError, match=rf"No reference model 'nope'; available: .*{name}"):
+        zoo.load("nope")  # a bare name that is not shipped, not "no checkpoint at nope"
 
 
