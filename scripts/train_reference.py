@@ -81,8 +81,9 @@ def balanced_labels(n: int) -> torch.Tensor:
     return torch.arange(n) % zoo.NUM_CLASSES  # (n,) 0, 1, ..., 9, 0, 1, ...
 
 
-def score(trained: zoo.Trained, dataset: str, ref_stats, n: int, seed: int, **settings) -> dict:
-    """FCD of n samples against the test set's statistics; class accuracy for conditional models."""
+def score(trained: zoo.Trained, dataset: str, ref_stats, n: int, seed: int, spread: bool = False, **settings) -> dict:
+    """FCD of n samples against the test set's statistics; class accuracy for conditional models, and with
+    ``spread`` their within-class spread."""
     labels = balanced_labels(n)
     start = time.perf_counter()
     images = trained.sample(n, labels, torch.Generator().manual_seed(seed), batch_size=SAMPLE_BATCH, **settings)
@@ -92,6 +93,8 @@ def score(trained: zoo.Trained, dataset: str, ref_stats, n: int, seed: int, **se
            "sampling_s": round(seconds, 1), **settings}
     if trained.conditional:
         out["class_accuracy"] = round(fcd.classifier_accuracy(images, labels, dataset), 4)
+    if spread:
+        out["within_class_spread"] = round(within_class_spread(images, labels), 4)
     return out
 
 
@@ -129,13 +132,8 @@ def study(name: str, parts: list[str], sweep_n: int) -> None:
     if "sweep" in parts and trained.conditional:
         sweep = {}
         for w in STUDY["scales"]:
-            labels = balanced_labels(sweep_n)
-            images = trained.sample(sweep_n, labels, torch.Generator().manual_seed(4), batch_size=SAMPLE_BATCH,
+            sweep[f"{w:g}"] = score(trained, dataset, ref_stats, sweep_n, seed=4, spread=True,
                                     ddim_steps=STUDY["sweep_steps"], guidance_scale=w)
-            mu, sigma = fcd.image_statistics(images, dataset)
-            sweep[f"{w:g}"] = {"fcd": round(fcd.frechet_distance(mu, sigma, *ref_stats), 3),
-                               "class_accuracy": round(fcd.classifier_accuracy(images, labels, dataset), 4),
-                               "within_class_spread": round(within_class_spread(images, labels), 4)}
             print(f"w = {w:g}: {sweep[f'{w:g}']}", flush=True)
         _save_study(name, {"guidance": {"n": sweep_n, "ddim_steps": STUDY["sweep_steps"], "by_scale": sweep},
                            "real_test_within_class_spread": round(within_class_spread(test_x, test_y), 4)})
