@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .train import accuracy  # re-exported: notebook 08 scores its classifier with it
+from .train import accuracy, cosine_lr  # accuracy is re-exported: notebook 08 scores its classifier with it
 
 
 @dataclass
@@ -226,8 +226,35 @@ class DigitClassifier(nn.Module):
         return self.head(h.mean(dim=(2, 3)))  # (B, n_classes)
 
 
+def train_digit_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int = 500, batch_size: int = 64,
+                           lr: float = 2e-3, seed: int = 20, device: torch.device | str = "cpu") -> DigitClassifier:
+    """A ``DigitClassifier`` trained on spectrogram images (N, 1, H, W) in [-1, 1] with labels (N,): AdamW,
+    warm-up then cosine decay, random time shifts of up to 3 frames as augmentation. Deterministic for a
+    ``seed`` (weights, batches, shifts, dropout); the global random state is left untouched."""
+    if images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(f"train_digit_classifier: expected images (N, 1, H, W) and labels (N,), got "
+                         f"{tuple(images.shape)} and {tuple(labels.shape)}.")
+    x, y = images.to(device), labels.to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        clf = DigitClassifier().to(device)
+        opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)))
+        g = torch.Generator().manual_seed(seed + 1)
+        clf.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (batch_size,), generator=g)
+            shift = int(torch.randint(-3, 4, (), generator=g))  # small time shifts as augmentation
+            loss = F.cross_entropy(clf(torch.roll(x[idx], shift, dims=3)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return clf.eval()
+
+
 __all__ = [
     "SpectrogramConfig", "hz_to_mel", "mel_to_hz", "mel_filterbank", "stft", "istft", "mel_power",
     "waveform_to_image", "image_to_mel_power", "mel_to_linear_power", "griffin_lim", "spectral_convergence",
-    "image_to_waveform", "ClassifierConfig", "DigitClassifier", "accuracy",
+    "image_to_waveform", "ClassifierConfig", "DigitClassifier", "train_digit_classifier", "accuracy",
 ]

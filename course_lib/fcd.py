@@ -173,11 +173,11 @@ def load_classifier(dataset: str = "mnist", device: torch.device | str | None = 
 # ----------------------------------------------------------------------------- features
 
 
-def _check_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
-    """Images as a float tensor (N, 1, 28, 28) in [0, 1]; a clear ValueError otherwise."""
-    expected = "expected a tensor of shape (N, 1, 28, 28) with values in [0, 1]"
+def _check_images(images: torch.Tensor, name: str = "images", shape: tuple = (1, 28, 28)) -> torch.Tensor:
+    """Images as a float tensor (N, *shape) in [0, 1]; a clear ValueError otherwise."""
+    expected = f"expected a tensor of shape (N, {', '.join(map(str, shape))}) with values in [0, 1]"
     images = torch.as_tensor(images)
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+    if images.ndim != 1 + len(shape) or tuple(images.shape[1:]) != tuple(shape):
         raise ValueError(f"{name}: {expected}, got shape {tuple(images.shape)}.")
     if not images.is_floating_point():
         raise ValueError(f"{name}: {expected}, got dtype {images.dtype} (convert with x.float() / 255).")

@@ -115,7 +115,8 @@ class Trained:
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                batch_size: int = 500, **settings) -> torch.Tensor:
-        """``n`` images (n, 1, 28, 28) in [0, 1] on the CPU; ``labels`` (n,) for conditional models
+        """``n`` images (n, 1, 28, 28) in [0, 1] on the CPU (a diffusion model trained on other sizes gives
+        its ``extra["image_shape"]``); ``labels`` (n,) for conditional models
         (ignored by the others, so one loop can sample every model). Noise comes from ``generator``
         (a CPU generator: the same samples on every device). ``settings`` override the diffusion
         sampler's (ddim_steps, eta, guidance_scale) for this call."""
@@ -133,7 +134,7 @@ class Trained:
             b = min(batch_size, n - start)
             lab = None if labels is None else labels[start : start + b].to(device)  # (b,)
             out.append(draw(self, b, lab, g, settings).float().cpu().clamp(0, 1))
-        return torch.cat(out)  # (n, 1, 28, 28)
+        return torch.cat(out)  # (n, 1, 28, 28) or (n, *image_shape)
 
 
 SAMPLER_SETTINGS = ("ddim_steps", "eta", "guidance_scale")
@@ -272,7 +273,8 @@ def _advance_diffusion(run: Run, steps: int, progress: bool) -> None:
 
 def _draw_diffusion(trained: Trained, b: int, labels, g: torch.Generator, settings: dict) -> torch.Tensor:
     s = {k: trained.extra[k] for k in SAMPLER_SETTINGS} | settings
-    x = ddim_sample(trained.model, trained.extra["schedule"], (b, 1, 28, 28), steps=s["ddim_steps"], eta=s["eta"],
+    shape = (b, *trained.extra.get("image_shape", (1, 28, 28)))  # (b, 1, 28, 28) for MNIST
+    x = ddim_sample(trained.model, trained.extra["schedule"], shape, steps=s["ddim_steps"], eta=s["eta"],
                     labels=labels, guidance_scale=s["guidance_scale"] if labels is not None else 1.0, clip_x0=True,
                     generator=g, progress=False)
     return to_unit(x)
@@ -320,7 +322,8 @@ class Run:
         recipe = RECIPES[_check_name(name)]
         overrides = {k: v for k, v in dict(lr=lr, width=width, ema_decay=ema_decay).items() if v is not None}
         self.name, self.recipe = name, Recipe(**{**asdict(recipe), **overrides})
-        x = _check_images(x, "x")
+        self.family = FAMILIES[_family(name)]
+        x = _check_images(x, "x", shape=self._image_shape(x))
         y = _check_labels(name, y, x.shape[0], f"train({name!r})")
         if steps < 1 or batch_size < 1:
             raise ValueError(f"train: steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}.")
@@ -328,9 +331,8 @@ class Run:
         self.total_steps, self.step, self.seconds = steps, 0, 0.0
         self.batch_size = max(2, min(batch_size, x.shape[0]))  # capped at N; at least 2 images for BatchNorm
         self.log_every = max(1, steps // LOG_POINTS)
-        self.seed, self.n_train = seed, x.shape[0]
+        self.seed, self.n_train, self.image_shape = seed, x.shape[0], tuple(x.shape[1:])
         self.history = History()
-        self.family = FAMILIES[_family(name)]
         self.scheduler = None
         with torch.random.fork_rng(devices=self._cuda()):
             torch.manual_seed(seed)  # weights, latent noise, diffusion steps and noise, binarization
@@ -342,6 +344,13 @@ class Run:
         x = from_unit(x) if self.family is not FAMILIES["vae"] else x  # GANs and diffusion work in [-1, 1]
         self.batches = _Batches(x.float().to(self.device), y.to(self.device) if y is not None else None,
                                 self.batch_size, seed)
+
+    def _image_shape(self, x: torch.Tensor) -> tuple:
+        """(1, 28, 28), or for diffusion any (1, H, W) with H and W divisible by 4 (the UNet halves them twice):
+        notebook 08's spectrograms are (1, 32, 32)."""
+        shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) and x.ndim == 4 else (1, 28, 28)
+        ok = self.family is FAMILIES["diffusion"] and shape[0] == 1 and shape[1] % 4 == 0 and shape[2] % 4 == 0
+        return shape if ok else (1, 28, 28)
 
     def _cuda(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
@@ -371,7 +380,7 @@ class Run:
                      n_train=self.n_train, ema_decay=self.recipe.ema_decay)
         if self.family is FAMILIES["diffusion"]:
             extra.update(schedule=NoiseSchedule.linear(self.recipe.T), T=self.recipe.T, p_uncond=self.recipe.p_uncond,
-                         **DIFFUSION_SAMPLER)
+                         image_shape=list(self.image_shape), **DIFFUSION_SAMPLER)
         history = History()
         history.load_state_dict(self.history.state_dict())
         return Trained(self.name, model.eval(), self.step, self.seconds, extra, history)

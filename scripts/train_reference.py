@@ -12,7 +12,10 @@ random numbers, so the weights equal those of an uninterrupted run.
 
 While it trains, the script records the FCD-versus-training-time curve of the sampled weights (the
 EMA weights where the recipe keeps an EMA): ``--curve-n`` samples against all 10,000 test images of the
-dataset, every ``--curve-every`` steps. At the end it writes, atomically,
+dataset, every ``--curve-every`` steps. The spoken-digit model ``cfg_fsdd`` (notebook 08's audio UNet on
+(1, 32, 32) log-mel images) is scored instead by the accuracy of notebook 08's spoken-digit classifier
+(``course_lib.audio.train_digit_classifier``, trained on the real clips) on balanced samples. At the end
+it writes, atomically,
 
     course_lib/weights/ref_<name>.pt       the weights (float16) and everything zoo.load needs
     course_lib/weights/references.json     one entry: file, sha256, recipe, steps, wall time, machine,
@@ -29,6 +32,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -36,13 +40,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from course_lib import fcd, zoo  # noqa: E402
-from course_lib.data import load_fashion_mnist, load_mnist  # noqa: E402
+from course_lib.audio import SpectrogramConfig, accuracy, train_digit_classifier, waveform_to_image  # noqa: E402
+from course_lib.data import load_fashion_mnist, load_fsdd, load_mnist  # noqa: E402
 from course_lib.device import describe_device  # noqa: E402
 from course_lib.files import atomic_write, sha256_of  # noqa: E402
 from course_lib.results import git_commit  # noqa: E402
 from course_lib.train import load_checkpoint, save_checkpoint  # noqa: E402
 
-LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
+
+
+def load_spectrograms(split: str) -> SimpleNamespace:
+    """Spoken digits (FSDD) as notebook 08 sees them: log-mel images (N, 1, 32, 32), here mapped to [0, 1]."""
+    fsdd = load_fsdd(split, length=SPEC.clip_length)
+    return SimpleNamespace(x=(waveform_to_image(fsdd.waveforms, SPEC) + 1) / 2, y=fsdd.labels)
+
+
+SPEC = SpectrogramConfig()
+LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "fsdd": load_spectrograms}
+AUDIO = "fsdd"  # its metric is a spoken-digit classifier's accuracy (FCD's classifiers know only images)
 
 # name -> the zoo model, its dataset, and the settings that differ from zoo.RECIPES; "sampler" are the
 # diffusion sampler's settings stored with the weights (zoo.Trained.sample uses them by default).
@@ -61,6 +76,8 @@ REFERENCES = {
                          ema_decay=0.999, final_n=10_000),
     "wgan_gp_mnist": dict(model="wgan_gp", dataset="mnist", steps=1_800, batch_size=64, lr=1e-4, width=32,
                           ema_decay=0.999, final_n=10_000),
+    "cfg_fsdd": dict(model="cfg", dataset="fsdd", steps=4_000, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
+                     sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=2.0), final_n=1_000),
     "vae_mnist": dict(model="vae", dataset="mnist", steps=18_760, batch_size=128, lr=1e-3, width=512, ema_decay=0.0,
                       final_n=10_000),
 }
@@ -77,6 +94,24 @@ def test_images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
     return test.x, test.y
 
 
+def audio_classifier(device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Notebook 08's judge of generated spoken digits, with its ``cpu`` settings: a DigitClassifier trained
+    for 500 steps on the real training spectrograms in [-1, 1] (``course_lib.audio.train_digit_classifier``)."""
+    train = load_spectrograms("train")
+    return train_digit_classifier(2 * train.x - 1, train.y, steps=500, device=device)
+
+
+def judge(dataset: str, device: torch.device | str = "cpu"):
+    """What samples are scored against: FCD statistics of all 10,000 test images, or the audio classifier."""
+    if dataset == AUDIO:
+        clf = audio_classifier(device)
+        test_x, test_y = test_images(dataset)
+        print(f"audio classifier: accuracy on real test clips {accuracy(clf, 2 * test_x - 1, test_y):.3f}", flush=True)
+        return clf
+    test_x, _ = test_images(dataset)
+    return fcd.image_statistics(test_x, dataset)
+
+
 def balanced_labels(n: int) -> torch.Tensor:
     return torch.arange(n) % zoo.NUM_CLASSES  # (n,) 0, 1, ..., 9, 0, 1, ...
 
@@ -88,6 +123,9 @@ def score(trained: zoo.Trained, dataset: str, ref_stats, n: int, seed: int, spre
     start = time.perf_counter()
     images = trained.sample(n, labels, torch.Generator().manual_seed(seed), batch_size=SAMPLE_BATCH, **settings)
     seconds = time.perf_counter() - start
+    if dataset == AUDIO:  # ref_stats is the audio classifier; spectrograms live in [-1, 1]
+        return {"n": n, "seed": seed, "class_accuracy": round(accuracy(ref_stats, 2 * images - 1, labels), 4),
+                "sampling_s": round(seconds, 1), **settings}
     mu, sigma = fcd.image_statistics(images, dataset)
     out = {"n": n, "seed": seed, "fcd": round(fcd.frechet_distance(mu, sigma, *ref_stats), 3),
            "sampling_s": round(seconds, 1), **settings}
@@ -179,8 +217,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     data = LOADERS[dataset]("train")
-    test_x, _ = test_images(dataset)
-    ref_stats = fcd.image_statistics(test_x, dataset)  # all 10,000 test images
+    ref_stats = judge(dataset)  # FCD statistics of all 10,000 test images, or the audio classifier
     run = zoo.Run(model, data.x, data.y, device=device, seed=SEED, **spec)
     ckpt = args.checkpoints / f"{args.name}.ckpt"
     curve = []
@@ -202,8 +239,8 @@ def main() -> None:
         run.advance(min(args.segment, run.total_steps - run.step), progress=True)
         if run.step % curve_every == 0 or run.step == run.total_steps:
             point = score(sampled(), dataset, ref_stats, args.curve_n, seed=1, **({"ddim_steps": 10} if sampler else {}))
-            curve.append({"step": run.step, "train_s": round(run.seconds, 1), "fcd": point["fcd"],
-                          **({"class_accuracy": point["class_accuracy"]} if "class_accuracy" in point else {})})
+            curve.append({"step": run.step, "train_s": round(run.seconds, 1),
+                          **{k: point[k] for k in ("fcd", "class_accuracy") if k in point}})
             print(f"step {run.step}: {curve[-1]}", flush=True)
         save_checkpoint(ckpt, run=run.state_dict(), curve=curve)
 
@@ -221,7 +258,9 @@ def main() -> None:
         "steps": run.step, "train_seconds": round(run.seconds, 1), "machine": describe_device(device),
         "platform": platform.platform(), "torch_version": torch.__version__, "commit": git_commit(),
         "n_params": sum(p.numel() for p in trained.model.parameters()),
-        "fcd_reference": "all 10,000 test images", "curve_n": args.curve_n, "curve": curve, "final": final,
+        "fcd_reference": "all 10,000 test images" if dataset != AUDIO else None,
+        "metric": "fcd" if dataset != AUDIO else "class_accuracy of notebook 08's spoken-digit classifier",
+        "curve_n": args.curve_n, "curve": curve, "final": final,
         "check": check,
     }
     manifest = zoo.references()

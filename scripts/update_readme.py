@@ -127,8 +127,9 @@ def references_table(manifest: dict) -> str:
     for name, e in sorted(manifest.items()):
         final = e["final"]
         acc = f"{final['class_accuracy']:.3f}" if "class_accuracy" in final else ""
+        fcd_cell = f"{final['fcd']:.2f} (n = {final['n']:,})" if "fcd" in final else "- (audio: accuracy of a spoken-digit classifier)"
         rows.append(f"| `{name}` | {e['model']} | {e['dataset']} | {e['steps']:,} steps, {format_seconds(e['train_seconds'])} "
-                    f"| {e['machine']} | {final['fcd']:.2f} (n = {final['n']:,}) | {acc} |")
+                    f"| {e['machine']} | {fcd_cell} | {acc} |")
     if len(rows) == 2:
         rows.append("| (none yet) | | | | | | |")
     return "\n".join(rows)

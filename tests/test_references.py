@@ -3,7 +3,9 @@
 Each reference must load offline by name with its sha256 checked, sample through the one interface
 every generator shares, fail clearly when its file is missing or corrupt, and reproduce the small
 fixed-seed "check" score that scripts/train_reference.py recorded when it wrote the weights.
-Needs MNIST and Fashion-MNIST under ``COURSE_DATA`` (the test runner points it at the offline copy).
+Needs MNIST, Fashion-MNIST and the spoken digits under ``COURSE_DATA`` (the test runner points it at
+the offline copy). The audio reference is scored as notebook 08 scores it: by a spoken-digit classifier
+trained on the real training spectrograms, not by FCD.
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ import pytest
 import torch
 
 from course_lib import fcd, zoo
-from course_lib.data import load_fashion_mnist, load_mnist
+from course_lib.audio import SpectrogramConfig, accuracy, train_digit_classifier, waveform_to_image
+from course_lib.data import load_fashion_mnist, load_fsdd, load_mnist
 
 MANIFEST = zoo.references()
 NAMES = sorted(MANIFEST)
 LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
+AUDIO = "fsdd"  # spectrograms (N, 1, 32, 32); stored in [0, 1] like every zoo sample
 ROOT_WEIGHTS = zoo.WEIGHTS_DIR  # the shipped folder (the error test points zoo at a copy)
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOTAL_BYTES = 40 * 2**20  # all reference weights together
@@ -53,7 +57,7 @@ def test_manifest_entry_is_complete(name):
     for key in ("file", "sha256", "model", "dataset", "recipe", "steps", "train_seconds", "machine", "torch_version",
                 "commit", "curve", "final", "check"):
         assert key in entry, key
-    assert entry["model"] in zoo.MODELS and entry["dataset"] in LOADERS
+    assert entry["model"] in zoo.MODELS and entry["dataset"] in {*LOADERS, AUDIO}
     assert entry["curve"] and entry["curve"][-1]["step"] == entry["steps"]
     assert all(a["train_s"] < b["train_s"] for a, b in zip(entry["curve"], entry["curve"][1:]))
 
@@ -65,7 +69,8 @@ def test_reference_loads_offline_and_samples_unit_images(name):
     assert ref.name == entry["model"] and ref.steps == entry["steps"] and not ref.model.training
     labels = torch.arange(6) % zoo.NUM_CLASSES if ref.conditional else None
     out = ref.sample(6, labels, torch.Generator().manual_seed(0), ddim_steps=2)
-    assert out.shape == (6, 1, 28, 28) and out.dtype == torch.float32 and out.device.type == "cpu"
+    shape = (1, 32, 32) if entry["dataset"] == AUDIO else (1, 28, 28)
+    assert out.shape == (6, *shape) and out.dtype == torch.float32 and out.device.type == "cpu"
     assert out.min() >= 0 and out.max() <= 1 and torch.isfinite(out).all()
     again = ref.sample(6, labels, torch.Generator().manual_seed(0), ddim_steps=2)
     assert torch.equal(out, again)
@@ -81,6 +86,12 @@ def test_reference_reproduces_its_recorded_check(name, test_statistics):
     labels = torch.arange(n) % zoo.NUM_CLASSES
     settings = {"ddim_steps": check["ddim_steps"]} if "ddim_steps" in check else {}
     images = ref.sample(n, labels, torch.Generator().manual_seed(check["seed"]), **settings)
+    if entry["dataset"] == AUDIO:  # judged like notebook 08 (and scripts/train_reference.py): classifier accuracy
+        spec = SpectrogramConfig()
+        train = load_fsdd("train", length=spec.clip_length)
+        clf = train_digit_classifier(waveform_to_image(train.waveforms, spec), train.labels, steps=500)
+        assert accuracy(clf, 2 * images - 1, labels) == pytest.approx(check["class_accuracy"], abs=0.02)
+        return
     mu, sigma = fcd.image_statistics(images, entry["dataset"])
     score = fcd.frechet_distance(mu, sigma, *test_statistics(entry["dataset"]))
     assert score == pytest.approx(check["fcd"], rel=CHECK_RTOL), (score, check["fcd"])

@@ -68,6 +68,23 @@ def test_wrong_inputs_get_clear_errors():
         zoo.train("ddpm", x, steps=1, width=12)
 
 
+def test_diffusion_trains_on_other_image_sizes_and_keeps_them_through_save_and_load(tmp_path):
+    """Notebook 08's audio model is the same UNet on (1, 32, 32) spectrograms; the GANs and the VAE are 28 x 28 only."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(12, 1, 32, 32, generator=g), torch.randint(0, 10, (12,), generator=g)
+    trained = zoo.train("cfg", x, y, steps=2, batch_size=4, width=8, device="cpu", progress=False)
+    assert trained.extra["image_shape"] == [1, 32, 32]
+    out = zoo.sample(trained, 5, torch.arange(5), ddim_steps=2)
+    assert out.shape == (5, 1, 32, 32) and out.min() >= 0 and out.max() <= 1
+    again = zoo.load(zoo.save(trained, tmp_path / "audio.pt"), device="cpu")
+    assert torch.equal(zoo.sample(again, 5, torch.arange(5), ddim_steps=2), out)
+    for name in ("vae", "dcgan", "cgan"):
+        with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+            zoo.train(name, x, y, steps=1, width=TINY[name], device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):  # the UNet halves H and W twice
+        zoo.train("cfg", torch.rand(4, 1, 30, 30), torch.arange(4), steps=1, width=8, device="cpu", progress=False)
+
+
 @pytest.mark.parametrize("name", ["vae", "cgan", "wgan_gp", "cfg"])
 def test_same_seed_same_model_and_samples_global_rng_untouched(name):
     state = torch.random.get_rng_state()
