@@ -8,10 +8,10 @@ from torch import nn
 
 from course_lib.adapters import AdaptedLinear, AdapterConfig, BottleneckAdapter, add_adapters, count_parameters
 
-transformers = pytest.importorskip("transformers")
+import transformers  # a declared dependency: an import failure must fail, not skip
 torch.set_num_threads(1)
 
-from tiny_models import D, LABELS, LAYERS, tiny_bert, tokens  # noqa: E402 (after the importorskip)
+from tiny_models import D, LABELS, LAYERS, tiny_bert, tokens  # noqa: E402
 
 
 def test_identity_at_init():

@@ -140,9 +140,17 @@ def test_mnist_classifier_accuracy(mnist):
     assert fcd_lib.classifier_accuracy(test.x, shuffled, "mnist", device="cpu") < 0.3
 
 
-def test_features_shape():
-    feats = fcd_lib.compute_features(torch.rand(7, 1, 28, 28), "mnist", batch_size=3, device="cpu")
+def test_features_are_the_classifiers_penultimate_layer_whatever_the_batching():
+    x = torch.rand(7, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    feats = fcd_lib.compute_features(x, "mnist", batch_size=3, device="cpu")
     assert feats.shape == (7, fcd_lib.FEATURE_DIM) and feats.dtype == torch.float64
+    model = fcd_lib.load_classifier("mnist", "cpu")
+    with torch.no_grad():
+        by_hand = model.features(x).double()  # (7, 128), one batch
+        logits = model.head(by_hand.float())  # eval mode: dropout is off, the head reads these features
+    assert torch.allclose(feats, by_hand, atol=1e-5)
+    assert torch.equal(logits.argmax(1), model(x).argmax(1))
+    assert not torch.allclose(feats[0], feats[1])  # different images, different features
 
 
 def test_fcd_separates_real_images_from_noise(mnist):

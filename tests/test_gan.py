@@ -220,14 +220,20 @@ def test_wgan_gp_critic_estimates_the_wasserstein_distance():
 
 
 def test_discriminator_step_does_not_touch_the_generator():
+    """No gradient flows into G during D's steps (the fakes are detached): with n_critic = 3, G's parameters
+    receive exactly one gradient per training step, from G's own loss, and both networks move."""
     torch.manual_seed(0)
     G, D = MLPGenerator(hidden=16, depth=1), MLPDiscriminator(hidden=16, depth=1)
-    opt_g = torch.optim.SGD(G.parameters(), lr=0.0)  # generator frozen: only D can move
+    opt_g = torch.optim.SGD(G.parameters(), lr=0.1)
     opt_d = torch.optim.SGD(D.parameters(), lr=0.1)
     g_before = [p.clone() for p in G.parameters()]
     d_before = [p.clone() for p in D.parameters()]
-    train_gan(G, D, opt_g, opt_d, [torch.randn(32, 2)], steps=3, progress=False)
-    assert all(torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
+    first = next(G.parameters())
+    grads_into_g = []
+    first.register_hook(lambda grad: grads_into_g.append(grad.abs().sum().item()))
+    train_gan(G, D, opt_g, opt_d, [torch.randn(32, 2)], steps=3, n_critic=3, progress=False)
+    assert len(grads_into_g) == 3, f"G received {len(grads_into_g)} gradients in 3 steps (D's steps leak into G)"
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
 
 

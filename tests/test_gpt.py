@@ -75,7 +75,6 @@ def test_greedy_generation_follows_the_argmax_of_the_full_forward():
 
 @pytest.mark.parametrize("bias, activation", [(True, "gelu_tanh"), (False, "gelu")])
 def test_logits_and_loss_equal_transformers_gpt2(bias, activation):
-    pytest.importorskip("transformers")
     model = tiny_gpt(seed=2, bias=bias, activation=activation)
     hf = to_hf_gpt2(model)
     x = tokens(3, 16, seed=3)
