@@ -84,6 +84,9 @@ def sizes(profile: str | None = None, **per_profile: dict[str, Any]) -> Sizes:
             f"sizes() needs exactly the profiles {', '.join(PROFILES)}; "
             f"missing: {missing or 'none'}, unknown: {extra or 'none'}."
         )
+    not_dicts = {p: type(v).__name__ for p, v in per_profile.items() if not isinstance(v, dict)}
+    if not_dicts:
+        raise ProfileError(f"sizes() takes one dict per profile, e.g. smoke=dict(steps=10, ...); got {not_dicts}.")
     keys = {p: set(v) for p, v in per_profile.items()}
     reference = keys["smoke"]
     for p, k in keys.items():

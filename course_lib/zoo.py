@@ -506,6 +506,10 @@ def load(name_or_path: str | Path, device: torch.device | str | None = None) -> 
         path = Path(name_or_path)
     device = torch.device(device) if device is not None else get_device()
     state = load_checkpoint(path)
+    missing = [k for k in ("name", "config", "model", "extra", "steps", "train_seconds") if k not in state]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint written by zoo.save (it lacks {', '.join(missing)}). "
+                         "Load it with course_lib.train.load_checkpoint, or train and save the model with zoo.")
     name = _check_name(state["name"])
     family = FAMILIES[_family(name)]
     model = family.rebuild(family.config(state["config"]))

@@ -43,6 +43,8 @@ def test_sizes_need_all_profiles_with_same_keys():
         sizes(profile="cpu", smoke=dict(n=1), cpu=dict(n=2, extra=3), gpu=dict(n=3))
     with pytest.raises(ProfileError, match="Unknown profile"):
         sizes(profile="tpu", **DECL)
+    with pytest.raises(ProfileError, match=r"one dict per profile.*'cpu': 'int'"):
+        sizes(smoke=dict(a=1), cpu=5, gpu=dict(a=3))
 
 
 def test_sizes_are_read_only_and_explain_missing_keys():

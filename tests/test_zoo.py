@@ -200,6 +200,14 @@ def test_every_model_shares_one_sample_interface(name):
         trained.sample(2, labels_for(name, 2), steps=3)
 
 
+def test_load_of_a_foreign_checkpoint_names_what_is_wrong(tmp_path):
+    from course_lib.train import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "other.pt", model={"w": torch.zeros(2)}, step=3)
+    with pytest.raises(ValueError, match=r"not a checkpoint written by zoo.save \(it lacks name, config"):
+        zoo.load(path, device="cpu")
+
+
 def test_fp16_save_halves_the_file_and_loads_as_float32(tmp_path):
     trained = quick("cfg", steps=1)
     full, half = zoo.save(trained, tmp_path / "a.pt"), zoo.save(trained, tmp_path / "b.pt", half=True)
