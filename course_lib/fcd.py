@@ -222,6 +222,10 @@ def image_statistics(
     images: torch.Tensor, dataset: str = "mnist", batch_size: int = 500, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, sigma) of the classifier features of ``images``; keep these to reuse a reference set."""
+    images = _check_images(images)
+    if images.shape[0] < 2:
+        raise ValueError(f"FCD compares the mean and covariance of image sets: give at least 2 images "
+                         f"(a few hundred for a meaningful score), got {images.shape[0]}.")
     return feature_statistics(compute_features(images, dataset, batch_size, device))
 
 

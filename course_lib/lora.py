@@ -47,7 +47,7 @@ class LoRAConfig:
     trainable_modules: tuple[str, ...] = ()  # modules left fully trainable, e.g. ("classifier",)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.r, int) and self.r >= 1):
+        if not (isinstance(self.r, int) and not isinstance(self.r, bool) and self.r >= 1):  # True is an int
             raise ValueError(f"LoRA rank r must be an integer >= 1, got {self.r!r}.")
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0 (the update is scaled by alpha / r), got {self.alpha!r}.")
@@ -141,6 +141,10 @@ def add_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
     """Freeze ``model``, replace each matching ``nn.Linear`` by a ``LoRALinear`` (in place) and unfreeze
     ``config.trainable_modules``. Returns the names of the replaced layers."""
     config = config or LoRAConfig()
+    present = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+    if present:
+        raise ValueError(f"This model already has LoRA layers ({', '.join(present[:4])}{', ...' if len(present) > 4 else ''}): "
+                         "add_lora once per model; merge_lora(model) first to stack a new adapter on merged weights.")
     model.requires_grad_(False)
     names = replace_linears(model, config.target_modules,
                             lambda linear: LoRALinear(linear, config.r, config.alpha, config.dropout))
@@ -153,6 +157,8 @@ def merge_lora(model: nn.Module) -> nn.Module:
     if isinstance(model, LoRALinear):
         return model.merge()  # nothing to replace it in: hand back the merged layer
     names = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+    if not names:
+        raise ValueError("merge_lora: this model has no LoRA layers to merge (add_lora adds them).")
     for name in names:
         parent, _, child = name.rpartition(".")
         module = model.get_submodule(parent)

@@ -176,6 +176,11 @@ def test_bad_inputs_raise_value_error(images):
         fcd_lib.fcd(images, torch.rand(4, 1, 28, 28), "mnist", device="cpu")
 
 
+def test_one_image_is_not_an_image_set():
+    with pytest.raises(ValueError, match="at least 2 images.*got 1"):
+        fcd_lib.fcd(torch.rand(1, 1, 28, 28), torch.rand(4, 1, 28, 28), "mnist", device="cpu")
+
+
 def test_slightly_out_of_range_input_is_accepted():
     x = torch.rand(8, 1, 28, 28) * (1 + 2e-4) - 1e-4  # within the 1e-3 tolerance
     assert np.isfinite(fcd_lib.fcd(x, torch.rand(8, 1, 28, 28), "mnist", device="cpu"))

@@ -164,3 +164,11 @@ def test_clear_errors():
         LoRAConfig(target_modules="query")
     with pytest.raises(ValueError, match="wraps an nn.Linear"):
         LoRALinear(nn.Conv1d(2, 2, 1))
+    with pytest.raises(ValueError, match="rank r"):
+        LoRAConfig(r=True)  # a bool is an int in Python, not a rank
+    twice = tiny_bert()
+    add_lora(twice)
+    with pytest.raises(ValueError, match="already has LoRA layers.*merge_lora"):
+        add_lora(twice)
+    with pytest.raises(ValueError, match="no LoRA layers to merge"):
+        merge_lora(tiny_bert())
