@@ -139,6 +139,31 @@ def test_committed_results_follow_the_record_format():
         assert (ROOT / "notebooks" / f"{path.parent.name}.ipynb").is_file()
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_outputs_are_the_clean_cpu_run_its_record_came_from(path):
+    """What a learner reads must be one clean `cpu` run, top to bottom, and the record the README quotes must
+    be the one that run printed: every code cell executed in order, no error output, the set-up cell says
+    `cpu`, and the JSON printed by the last code cell equals results/<stem>/cpu.json."""
+    import json
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert None not in counts, f"{sum(n is None for n in counts)} code cells were never run: run the notebook in cpu"
+    assert counts == sorted(counts), "the stored outputs are not one top-to-bottom run"
+    errors = [nb.cells.index(c) for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"error output in cells {errors}"
+    setup = next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
+    setup_text = "".join(o.get("text", "") for o in setup.outputs)
+    assert re.search(r"^profile\s*:\s*cpu\b", setup_text, flags=re.MULTILINE), "the stored run is not the cpu profile"
+    record_path = ROOT / "results" / path.stem / "cpu.json"
+    assert record_path.is_file(), f"no cpu record {record_path.relative_to(ROOT)}"
+    printed = "".join(o.get("text", "") for o in code[-1].outputs)
+    assert "{" in printed, "the last code cell prints the record it wrote"
+    assert json.loads(printed[printed.index("{"):]) == json.loads(record_path.read_text()), \
+        "results/<stem>/cpu.json is not the record this stored run printed"
+
+
 def test_workshop_plan_lists_the_slow_cells_of_a_stored_run(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("## 2. Data\n\ntext\n\n## 3. Training"), nbformat.v4.new_code_cell("fit()"),
