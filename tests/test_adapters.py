@@ -9,7 +9,7 @@ from torch import nn
 from course_lib.adapters import AdaptedLinear, AdapterConfig, BottleneckAdapter, add_adapters, count_parameters
 
 import transformers  # a declared dependency: an import failure must fail, not skip
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 from tiny_models import D, LABELS, LAYERS, tiny_bert, tokens  # noqa: E402
 

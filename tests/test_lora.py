@@ -9,7 +9,7 @@ from course_lib.gpt import GPT, GPTConfig
 from course_lib.lora import LoRAConfig, LoRALinear, add_lora, count_parameters, merge_lora
 
 import transformers  # a declared dependency: an import failure must fail, not skip
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 from tiny_models import D, FF, LABELS, LAYERS, tiny_bert, tokens  # noqa: E402
 

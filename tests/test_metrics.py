@@ -13,7 +13,7 @@ import torch
 from course_lib import metrics
 from course_lib.data import load_mnist
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 # ----------------------------------------------------------------------------- KID

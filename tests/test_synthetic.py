@@ -17,7 +17,7 @@ from torch import nn
 from course_lib import synthetic as S
 from course_lib.metrics import accuracy, train_classifier
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 def labels(counts: list[int]) -> torch.Tensor:

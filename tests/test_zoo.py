@@ -10,7 +10,7 @@ import torch
 
 from course_lib import zoo
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 TINY = {"vae": 32, "dcgan": 8, "cgan": 8, "wgan_gp": 8, "ddpm": 8, "cfg": 8}  # widths for fast tests
 
