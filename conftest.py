@@ -28,7 +28,9 @@ if "COURSE_DATA" not in os.environ and _shared.is_dir():
 _guard = str(ROOT / "tests" / "netguard")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_guard, os.environ.get("PYTHONPATH")) if p)
 sys.path.insert(0, _guard)
-import sitecustomize  # noqa: E402,F401  (installs the guard in this process too)
+import course_netguard  # noqa: E402  (by its own name: another sitecustomize, e.g. Debian's, may be loaded already)
+
+course_netguard.install()  # this process too
 
 _spans: dict[str, list[float]] = {}
 
