@@ -76,7 +76,7 @@ REFERENCES = {
                          ema_decay=0.999, final_n=10_000),
     "wgan_gp_mnist": dict(model="wgan_gp", dataset="mnist", steps=1_800, batch_size=64, lr=1e-4, width=32,
                           ema_decay=0.999, final_n=10_000),
-    "cfg_fsdd": dict(model="cfg", dataset="fsdd", steps=4_000, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
+    "cfg_fsdd": dict(model="cfg", dataset="fsdd", steps=3_000, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
                      sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=2.0), final_n=1_000),
     "vae_mnist": dict(model="vae", dataset="mnist", steps=18_760, batch_size=128, lr=1e-3, width=512, ema_decay=0.0,
                       final_n=10_000),
