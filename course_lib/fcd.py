@@ -222,10 +222,9 @@ def image_statistics(
     images: torch.Tensor, dataset: str = "mnist", batch_size: int = 500, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, sigma) of the classifier features of ``images``; keep these to reuse a reference set."""
-    images = _check_images(images)
-    if images.shape[0] < 2:
+    if len(images) < 2:  # compute_features checks shape, dtype and range
         raise ValueError(f"FCD compares the mean and covariance of image sets: give at least 2 images "
-                         f"(a few hundred for a meaningful score), got {images.shape[0]}.")
+                         f"(a few hundred for a meaningful score), got {len(images)}.")
     return feature_statistics(compute_features(images, dataset, batch_size, device))
 
 

@@ -47,6 +47,7 @@ from course_lib.files import atomic_write, sha256_of  # noqa: E402
 from course_lib.results import git_commit  # noqa: E402
 from course_lib.train import load_checkpoint, save_checkpoint  # noqa: E402
 
+SPEC = SpectrogramConfig()
 
 
 def load_spectrograms(split: str) -> SimpleNamespace:
@@ -55,7 +56,6 @@ def load_spectrograms(split: str) -> SimpleNamespace:
     return SimpleNamespace(x=(waveform_to_image(fsdd.waveforms, SPEC) + 1) / 2, y=fsdd.labels)
 
 
-SPEC = SpectrogramConfig()
 LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "fsdd": load_spectrograms}
 AUDIO = "fsdd"  # its metric is a spoken-digit classifier's accuracy (FCD's classifiers know only images)
 
