@@ -33,5 +33,16 @@ def check_exercise(name: str, answer: Callable, test: Callable[[Callable], None]
     return True
 
 
+def rejects(test: Callable[[Callable], None], wrong_answer: Callable) -> bool:
+    """True when ``test`` fails ``wrong_answer`` with an AssertionError: a check that cannot tell a
+    classic mistake from the right answer checks nothing. Solution cells use it to show (and the
+    tests to prove) that each check catches the mistakes the exercise is about."""
+    try:
+        test(wrong_answer)
+    except AssertionError:
+        return True
+    return False
+
+
 class _NotAttempted(Exception):
     pass

@@ -35,6 +35,7 @@ Usage::
     zoo.save(trained, "cfg.pt"); again = zoo.load("cfg.pt")
     reference = zoo.load("cfg_mnist")                                        # a shipped reference model
     run = zoo.Run("ddpm", x, steps=10_000); run.advance(500); run.state_dict()  # train in segments, resume
+    tuned = zoo.train("cfg", x_few, y_few, steps=250, init_from="cfg_mnist")  # fine-tune a reference
     flops = zoo.train_flops_per_step("ddpm", batch_size=64)                  # forward + backward FLOPs of one step
 """
 from __future__ import annotations
@@ -318,7 +319,7 @@ class Run:
 
     def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor | None = None, *, steps: int, batch_size: int = 64,
                  lr: float | None = None, width: int | None = None, ema_decay: float | None = None,
-                 device: torch.device | str | None = None, seed: int = 0):
+                 device: torch.device | str | None = None, seed: int = 0, init_from: str | Trained | None = None):
         recipe = RECIPES[_check_name(name)]
         overrides = {k: v for k, v in dict(lr=lr, width=width, ema_decay=ema_decay).items() if v is not None}
         self.name, self.recipe = name, Recipe(**{**asdict(recipe), **overrides})
@@ -340,10 +341,24 @@ class Run:
             self.family.start(self)
             self.rng = torch.random.get_rng_state()
             self.cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        # fine-tuning: copy trained weights in place (the optimizer holds these tensors), before the EMA starts
+        self.init_from = self._load_initial_weights(init_from) if init_from is not None else None
         self.ema = EMA(self.model, self.recipe.ema_decay) if self.recipe.ema_decay > 0 else None
         x = from_unit(x) if self.family is not FAMILIES["vae"] else x  # GANs and diffusion work in [-1, 1]
         self.batches = _Batches(x.float().to(self.device), y.to(self.device) if y is not None else None,
                                 self.batch_size, seed)
+
+    def _load_initial_weights(self, source: str | Trained) -> str:
+        """Start from a trained model's weights (fine-tuning) instead of a random initialisation: a reference
+        name or a ``Trained`` of the same model name with the same network config. Returns its name."""
+        trained = load(source, device=self.device) if isinstance(source, str) else source
+        label = source if isinstance(source, str) else f"a trained {trained.name!r}"
+        if trained.name != self.name or asdict(trained.model.config) != asdict(self.model.config):
+            raise ValueError(f"init_from: {label} is a {trained.name!r} with {trained.model.config}; this run builds a "
+                             f"{self.name!r} with {self.model.config}. Fine-tune from a model of the same name and "
+                             "width, or train from scratch (init_from=None).")
+        self.model.load_state_dict(trained.model.state_dict())
+        return label
 
     def _image_shape(self, x: torch.Tensor) -> tuple:
         """(1, 28, 28), or for diffusion any (1, H, W) with H and W divisible by 4 (the UNet halves them twice):
@@ -378,6 +393,8 @@ class Run:
         model = self.ema.model_copy(self.model) if self.ema is not None else copy.deepcopy(self.model).eval()
         extra = dict(lr=self.recipe.lr, width=self.recipe.width, batch_size=self.batch_size, seed=self.seed,
                      n_train=self.n_train, ema_decay=self.recipe.ema_decay)
+        if self.init_from is not None:
+            extra["init_from"] = self.init_from  # fine-tuned from these weights
         if self.family is FAMILIES["diffusion"]:
             extra.update(schedule=NoiseSchedule.linear(self.recipe.T), T=self.recipe.T, p_uncond=self.recipe.p_uncond,
                          image_shape=list(self.image_shape), **DIFFUSION_SAMPLER)
@@ -420,14 +437,17 @@ DIFFUSION_SAMPLER = dict(ddim_steps=20, eta=0.0, guidance_scale=2.0)  # default 
 
 def train(name: str, x: torch.Tensor, y: torch.Tensor | None = None, *, steps: int, batch_size: int = 64,
           lr: float | None = None, width: int | None = None, ema_decay: float | None = None,
-          device: torch.device | str | None = None, seed: int = 0, progress: bool = True) -> Trained:
+          device: torch.device | str | None = None, seed: int = 0, progress: bool = True,
+          init_from: str | Trained | None = None) -> Trained:
     """Train model ``name`` for ``steps`` steps on images x (N, 1, 28, 28) in [0, 1].
 
     y (N,) int64 labels are required for "cgan" and "cfg" and ignored by the other models.
-    ``lr``, ``width`` and ``ema_decay`` override the recipe's defaults (see ``RECIPES``).
+    ``lr``, ``width`` and ``ema_decay`` override the recipe's defaults (see ``RECIPES``). ``init_from``
+    (a reference name such as "cfg_mnist", or a ``Trained``) fine-tunes those weights instead of
+    starting from a random initialisation; the optimizer, schedule and EMA start fresh.
     """
     run = Run(name, x, y, steps=steps, batch_size=batch_size, lr=lr, width=width, ema_decay=ema_decay, device=device,
-              seed=seed)
+              seed=seed, init_from=init_from)
     return run.advance(progress=progress).trained()
 
 

@@ -74,3 +74,17 @@ def test_check_exercise_states():
     assert check_exercise("E", lambda x: x * x, test) is True
     with pytest.raises(AssertionError, match="E: not quite. square 2"):
         check_exercise("E", lambda x: x + 3, test)
+
+
+def test_rejects_tells_a_check_that_catches_a_mistake_from_one_that_does_not():
+    from course_lib.exercises import rejects
+
+    def strict(f):
+        assert f(3) == 9, "square 3"
+
+    def lax(f):
+        assert f(3) is not None
+
+    assert rejects(strict, lambda x: x + 6 if x != 3 else 10)
+    assert not rejects(strict, lambda x: x * x)
+    assert not rejects(lax, lambda x: x + 1), "a check that accepts anything rejects nothing"

@@ -216,3 +216,30 @@ def test_fp16_save_halves_the_file_and_loads_as_float32(tmp_path):
     for (k, a), b in zip(trained.model.state_dict().items(), again.model.state_dict().values()):
         assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
     assert again.extra["ddim_steps"] == zoo.DIFFUSION_SAMPLER["ddim_steps"]
+
+
+def test_init_from_fine_tunes_the_given_weights_and_refuses_another_network():
+    base = quick("cfg", steps=2, seed=1)
+    x, y = images(20, seed=5)
+    zero = zoo.train("cfg", x, y, steps=1, batch_size=8, width=TINY["cfg"], lr=1e-12, ema_decay=0.0, device="cpu",
+                     progress=False, init_from=base)
+    for (k, p0), p1 in zip(base.model.state_dict().items(), zero.model.state_dict().values()):
+        assert torch.allclose(p0, p1, atol=1e-6), f"{k}: a step of lr 1e-12 should leave the initial weights in place"
+    assert zero.extra["init_from"] == "a trained 'cfg'"
+    scratch = zoo.train("cfg", x, y, steps=1, batch_size=8, width=TINY["cfg"], lr=1e-12, ema_decay=0.0, device="cpu",
+                        progress=False)
+    assert "init_from" not in scratch.extra
+    assert not torch.allclose(next(iter(scratch.model.parameters())), next(iter(zero.model.parameters())))
+    with pytest.raises(ValueError, match="init_from: .*same name and width"):
+        zoo.train("cfg", x, y, steps=1, batch_size=8, width=16, device="cpu", progress=False, init_from=base)
+    with pytest.raises(ValueError, match="init_from"):
+        zoo.train("ddpm", x, steps=1, batch_size=8, width=TINY["ddpm"], device="cpu", progress=False, init_from=base)
+
+
+def test_init_from_a_reference_by_name_starts_at_its_weights():
+    ref = zoo.load("cfg_mnist", device="cpu")
+    x, y = images(20, seed=6)
+    run = zoo.Run("cfg", x, y, steps=5, batch_size=8, device="cpu", init_from="cfg_mnist")
+    for (k, p0), p1 in zip(ref.model.state_dict().items(), run.model.state_dict().values()):
+        assert torch.equal(p0, p1), k
+    assert run.trained().extra["init_from"] == "cfg_mnist"
