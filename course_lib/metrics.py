@@ -28,8 +28,9 @@ balls B(x, r(x)). For N real points x_i and M fake points y_j::
 **Memorization.** d(s) = distance from a generated sample s to its nearest training image; the
 same for held-out real images h (never trained on). With tau = the p-th percentile of d(h) (p = 1
 by default), ``copy_share`` = share of samples with d(s) < tau: "copy_share of the samples are
-closer to a training image than 99 % of real test images are". A generator that does not copy
-scores about p / 100. ``duplicate_share``: share of samples with another sample closer than tau.
+closer to a training image than 99 % of real test images are". Fresh real images score about
+p / 100 by construction; a generator that does not copy scores about that or less, and a share well
+above it signals memorization. ``duplicate_share``: share of samples with another sample closer than tau.
 
 **Bootstrap.** Resample the rows of the data with replacement n_boot times, recompute the
 statistic, and report the alpha/2 and 1 - alpha/2 quantiles (percentile bootstrap). It measures
