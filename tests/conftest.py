@@ -24,3 +24,38 @@ def one_thread():
     """Run a test on one thread (tiny models are faster so, and timings do not depend on the machine)."""
     torch.set_num_threads(1)  # restored by restore_torch_state
     yield
+
+
+# ----------------------------------------------------------------------------- no hidden skips
+# A skipped test is a check that did not run. In CI (.ci/run sets COURSE_FAIL_ON_SKIP=1) every skip must
+# be one of the expected ones below, each tied to a fact about the machine; any other skip fails the run.
+import os  # noqa: E402
+
+EXPECTED_SKIPS = {
+    "tests/test_browser.py": lambda: os.environ.get("COURSE_REQUIRE_BROWSER") != "1",  # no Chromium to drive
+    "tests/test_doctor.py": torch.cuda.is_available,  # the CPU-only advice cannot show on a CUDA machine
+    "tests/test_colab.py": torch.cuda.is_available,
+}
+_skipped = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append((report.nodeid, str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""))
+
+
+def unexpected_skips(skipped):
+    """The (nodeid, reason) pairs of skipped tests that no entry of EXPECTED_SKIPS explains."""
+    return [(node, why) for node, why in skipped
+            if not any(node.startswith(prefix) and expected() for prefix, expected in EXPECTED_SKIPS.items())]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("COURSE_FAIL_ON_SKIP") != "1":
+        return
+    unexpected = unexpected_skips(_skipped)
+    if unexpected:
+        print("\n\nUnexpected skips (a check that did not run fails CI; see tests/conftest.py):")
+        for node, why in unexpected:
+            print(f"  {node}: {why}")
+        session.exitstatus = 1

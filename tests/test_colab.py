@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import sync_notebooks  # noqa: E402
 
-TransformerManager = pytest.importorskip("IPython.core.inputtransformer2").TransformerManager
+from IPython.core.inputtransformer2 import TransformerManager  # noqa: E402  (IPython comes with jupyterlab)
 
 
 class StandInShell:

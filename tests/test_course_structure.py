@@ -178,3 +178,14 @@ def test_workshop_plan_lists_the_slow_cells_of_a_stored_run(tmp_path):
     nbformat.write(nb, path)
     assert update_readme.slow_cells(path) == [("3. Training", 160.5)]
     assert update_readme.slow_cells(path, min_seconds=10) == [("3. Training", 160.5), ("4. Plots", 20.0)]
+
+
+def test_ci_fails_on_a_skip_that_no_fact_about_the_machine_explains(monkeypatch):
+    from conftest import unexpected_skips
+
+    browser = ("tests/test_browser.py::test_jupyterlab_opens", "chromium missing")
+    parity = ("tests/test_lora.py::test_matches_peft", "could not import 'peft'")
+    monkeypatch.delenv("COURSE_REQUIRE_BROWSER", raising=False)
+    assert unexpected_skips([browser, parity]) == [parity], "a skipped parity test must fail CI"
+    monkeypatch.setenv("COURSE_REQUIRE_BROWSER", "1")
+    assert unexpected_skips([browser]) == [browser], "where Chromium was installed, the browser test must run"
