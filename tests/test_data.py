@@ -312,8 +312,7 @@ def test_missing_file_offline(name, tmp_root):
     msg = str(err.value)
     assert "Missing data file" in msg and str(tmp_root / rel) in msg
     assert "Fix" in msg and "COURSE_DATA" in msg
-    if name not in ("mnist", "fashion-mnist"):  # the text and audio loaders also say downloads are off
-        assert "COURSE_OFFLINE" in msg
+    assert "COURSE_OFFLINE" in msg  # every loader says that downloads are switched off
     assert list(tmp_root.iterdir()) == []  # nothing created while offline
 
 
@@ -460,3 +459,37 @@ def test_fsdd_interrupted_download_leaves_nothing(tmp_root, monkeypatch):
     with pytest.raises(DataError, match="Could not download"):
         load_fsdd("train")
     assert list((tmp_root / "fsdd").iterdir()) == []
+
+
+@needs_data
+def test_mnist_download_falls_back_to_the_next_mirror_and_unpacks_atomically(tmp_root, monkeypatch):
+    """torchvision lists several mirrors; when the first fails the next one serves the .gz files, which are
+    unpacked into MNIST/raw and removed. The train files are already there, so only the test files are fetched."""
+    import gzip
+
+    from course_lib.data.images import _torchvision_class
+
+    _copy(["MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/train-labels-idx1-ubyte"], tmp_root)
+    first, second = _torchvision_class("MNIST").mirrors[:2]
+    names = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    requested = _serve(monkeypatch, {second + f"{n}.gz": gzip.compress((REAL / "MNIST/raw" / n).read_bytes(), 1)
+                                     for n in names})
+    test = load_mnist("test")
+    assert test.x.shape == (10_000, 1, 28, 28)
+    assert requested == [mirror + f"{n}.gz" for n in names for mirror in (first, second)]  # first fails, then second
+    for n in names:
+        assert (tmp_root / "MNIST/raw" / n).read_bytes() == (REAL / "MNIST/raw" / n).read_bytes()
+    assert not list(tmp_root.rglob("*.gz")) and not list(tmp_root.rglob("*.part"))
+
+
+def test_mnist_download_failing_on_every_mirror_names_each_and_leaves_nothing(tmp_root, monkeypatch):
+    from course_lib.data.images import _torchvision_class
+
+    mirrors = _torchvision_class("MNIST").mirrors
+    gz = "train-images-idx3-ubyte.gz"
+    _serve(monkeypatch, {mirrors[0] + gz: None})  # the first mirror breaks off mid-file, the others 404
+    with pytest.raises(DataError) as err:
+        load_mnist("train")
+    msg = str(err.value)
+    assert all(mirror + gz in msg for mirror in mirrors) and "Fix" in msg
+    assert not [p for p in tmp_root.rglob("*") if p.is_file()], "no partial .gz or unpacked file is left"

@@ -84,7 +84,9 @@ def verify(rel: str, root: Path | None = None) -> Path:
     root = data_root() if root is None else root
     path = root / rel
     if not path.is_file():
-        raise DataError(_missing_message(path, "go online and call the loader again to download it."))
+        how = ("call the loader again online to download it." if downloads_allowed() else
+               f"downloads are switched off ({OFFLINE_ENV}=1): unset {OFFLINE_ENV} and call the loader again online.")
+        raise DataError(_missing_message(path, how))
     expected = manifest().get(rel)
     if expected is None:
         return path
