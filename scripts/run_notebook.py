@@ -44,18 +44,25 @@ def write_atomically(nb, path: Path) -> None:
     tmp.replace(path)
 
 
-def run(path: Path, profile: str, save: bool, timeout: int) -> float:
+def execute(path: Path, profile: str, timeout: int, results: Path | None = None):
+    """Run the notebook top to bottom in a fresh kernel, in memory; return it executed and its wall time.
+    Its record goes to ``results`` (default: the committed results/ folder); the file is left as it is."""
     nb = nbformat.read(path, as_version=4)
     os.environ["COURSE_PROFILE"] = profile
-    if profile == "smoke":
-        os.environ["COURSE_RESULTS"] = tempfile.mkdtemp(prefix="course-results-")
+    if results:
+        os.environ["COURSE_RESULTS"] = str(results)
     else:
         os.environ.pop("COURSE_RESULTS", None)  # records go to the committed results/ folder
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
-    seconds = time.perf_counter() - start
+    return nb, time.perf_counter() - start
+
+
+def run(path: Path, profile: str, save: bool, timeout: int) -> float:
+    results = Path(tempfile.mkdtemp(prefix="course-results-")) if profile == "smoke" else None  # never committed
+    nb, seconds = execute(path, profile, timeout, results)
     target = nb if save else nbformat.read(path, as_version=4)
     set_runtime(target, profile, seconds)
     write_atomically(target, path)

@@ -3,7 +3,9 @@
     python scripts/update_readme.py           # rewrite README.md between its markers
     python scripts/update_readme.py --check   # exit 1 if README.md is out of date
 
-Only measured numbers appear: a profile without a record shows "not yet measured".
+Only measured numbers appear: a profile without a record shows "not yet measured". A record made
+before a change to the course_lib code its notebook runs (scripts/stale_records.py) is marked † in
+every table that quotes it, with the changed files listed under the results table.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from course_lib.results import format_seconds, load_results  # noqa: E402
+from stale_records import short_list, stale_records  # noqa: E402
 
 README = ROOT / "README.md"
 
@@ -50,36 +53,56 @@ SHOW_FROM_OUTPUTS = {
     "13_peft_lora_adapters": "the equal-time run and section 8 (the GPT example)",
 }
 RUN_AHEAD_S = 60  # a cell slower than this is started ahead (or during the preceding explanation)
+STALE = "†"  # marks a record made before a change to the code its notebook runs
+SEE_RESULTS = f"{STALE} recorded before a change to the course_lib code its notebook runs: see [Results](#results)."
+STALE_NOTE = (f"{STALE} Recorded before a change to the code its notebook runs (docstrings and comments aside), so "
+              "the numbers may have moved: `scripts/verify_cpu.py` re-runs the notebook in `cpu` and compares each "
+              "metric with the record; `scripts/run_notebook.py` refreshes the record and the stored outputs.")
 
 KEYS = ("syllabus", "results", "workshop", "references")
 BEGIN = {key: f"<!-- {key}:begin -->" for key in KEYS}
 END = {key: f"<!-- {key}:end -->" for key in KEYS}
 
 
-def syllabus_table(records: list[dict]) -> str:
+def timed(seconds: float | None, stale: bool, exists: bool = True) -> str:
+    """A record's wall time for a table cell, marked when the record is stale."""
+    if seconds is None:
+        return "not yet measured" if exists else ""
+    return format_seconds(seconds) + (f" {STALE}" if stale else "")
+
+
+def syllabus_table(records: list[dict], stale: dict) -> str:
     times = {(r["notebook"], r["profile"]): r["wall_time_s"] for r in records}
     rows = ["| notebook | what you learn | cpu (2 cores) | gpu |", "|---|---|---|---|"]
     for stem, what in SYLLABUS:
         exists = (ROOT / "notebooks" / f"{stem}.ipynb").is_file()
         name = f"[{stem}](notebooks/{stem}.ipynb)" if exists else f"{stem} (planned)"
-        cells = []
-        for profile in ("cpu", "gpu"):
-            t = times.get((stem, profile))
-            cells.append(format_seconds(t) if t is not None else ("not yet measured" if exists else ""))
-        rows.append(f"| {name} | {what} | {cells[0]} | {cells[1]} |")
-    return "\n".join(rows)
+        cpu, gpu = (timed(times.get((stem, p)), (stem, p) in stale, exists) for p in ("cpu", "gpu"))
+        rows.append(f"| {name} | {what} | {cpu} | {gpu} |")
+    return "\n".join(rows) + (f"\n\n{SEE_RESULTS}" if stale else "")
 
 
-def results_table(records: list[dict]) -> str:
+def results_table(records: list[dict], stale: dict) -> str:
+    """One row per record; below the table, for each stale record, the files changed since its commit."""
     rows = ["| notebook | profile | device | wall time | metrics | commit |", "|---|---|---|---|---|---|"]
+    notes = []
     for r in records:
         if r["profile"] == "smoke":
             continue
+        key = (r["notebook"], r["profile"])
         metrics = ", ".join(f"{k} = {v:.4g}" for k, v in r["metrics"].items())
-        rows.append(f"| {r['notebook']} | {r['profile']} | {r['device']} | {format_seconds(r['wall_time_s'])} "
-                    f"| {metrics} | {r['commit']} |")
+        rows.append(f"| {r['notebook']}{f' {STALE}' if key in stale else ''} | {r['profile']} | {r['device']} "
+                    f"| {format_seconds(r['wall_time_s'])} | {metrics} | {r['commit']} |")
+        if key in stale:
+            path = f"notebooks/{r['notebook']}.ipynb"
+            rerun = (f"python scripts/verify_cpu.py {path}" if r["profile"] == "cpu"
+                     else f"python scripts/run_notebook.py {path} --profile {r['profile']}")
+            notes.append(f"- {STALE} {r['notebook']} ({r['profile']}, {r['commit']}): recorded before a change to "
+                         f"{short_list(stale[key])}; re-run with `{rerun}`")
     if len(rows) == 2:
         rows.append("| (no records yet) | | | | | |")
+    if notes:  # a blank line first: a line right under a table would join it
+        rows += ["", STALE_NOTE, ""] + notes
     return "\n".join(rows)
 
 
@@ -105,7 +128,7 @@ def slow_cells(path: Path, min_seconds: float = RUN_AHEAD_S) -> list[tuple[str, 
     return slow
 
 
-def workshop_table(records: list[dict]) -> str:
+def workshop_table(records: list[dict], stale: dict) -> str:
     times = {(r["notebook"], r["profile"]): r["wall_time_s"] for r in records}
     rows = ["| notebook | cpu | gpu | start ahead in the cpu profile (cells over 1 min, measured) | CPU-only room: show from the stored outputs |",
             "|---|---|---|---|---|"]
@@ -113,11 +136,10 @@ def workshop_table(records: list[dict]) -> str:
         path = ROOT / "notebooks" / f"{stem}.ipynb"
         if not path.is_file():
             continue
-        cpu, gpu = (times.get((stem, p)) for p in ("cpu", "gpu"))
+        cpu, gpu = (timed(times.get((stem, p)), (stem, p) in stale) for p in ("cpu", "gpu"))
         slow = "; ".join(f"{section} ({format_seconds(s)})" for section, s in slow_cells(path)) or "nothing: run it live"
-        rows.append(f"| {stem[:2]} | {format_seconds(cpu) if cpu else 'not yet measured'} | "
-                    f"{format_seconds(gpu) if gpu else 'not yet measured'} | {slow} | {SHOW_FROM_OUTPUTS.get(stem, '')} |")
-    return "\n".join(rows)
+        rows.append(f"| {stem[:2]} | {cpu} | {gpu} | {slow} | {SHOW_FROM_OUTPUTS.get(stem, '')} |")
+    return "\n".join(rows) + (f"\n\n{SEE_RESULTS}" if stale else "")
 
 
 def references_table(manifest: dict) -> str:
@@ -135,12 +157,15 @@ def references_table(manifest: dict) -> str:
     return "\n".join(rows)
 
 
-def render(text: str, records: list[dict], manifest: dict | None = None) -> str:
+def render(text: str, records: list[dict], manifest: dict | None = None, stale: dict | None = None) -> str:
+    """``text`` with its tables rebuilt; ``stale`` ({(notebook, profile): changed files}) defaults to git's answer."""
     if manifest is None:
         from course_lib.zoo import references
         manifest = references()
-    tables = {"syllabus": syllabus_table(records), "results": results_table(records),
-              "workshop": workshop_table(records), "references": references_table(manifest)}
+    if stale is None:
+        stale = stale_records([r for r in records if r["profile"] != "smoke"])
+    tables = {"syllabus": syllabus_table(records, stale), "results": results_table(records, stale),
+              "workshop": workshop_table(records, stale), "references": references_table(manifest)}
     for key, table in tables.items():
         start, end = text.find(BEGIN[key]), text.find(END[key])
         if start < 0 or end < start:

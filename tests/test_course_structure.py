@@ -10,8 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import stale_records  # noqa: E402
 import sync_notebooks  # noqa: E402
 import update_readme  # noqa: E402
+import verify_cpu  # noqa: E402
 from sync_notebooks import tomllib  # noqa: E402  (tomli on Python 3.10)
 
 
@@ -120,14 +122,92 @@ def test_every_declared_dependency_imports_so_no_cross_check_is_skipped():
 
 
 def test_readme_tables_are_up_to_date():
+    """Also: the README marks † exactly the records made before a change to the code their notebook runs."""
     text = (ROOT / "README.md").read_text()
     records = update_readme.load_results(ROOT / "results")
-    assert update_readme.render(text, records) == text, "run `python scripts/update_readme.py`"
+    assert update_readme.render(text, records) == text, \
+        "run `python scripts/update_readme.py` (a course_lib change marks the records it makes stale)"
+
+
+def test_readme_marks_a_stale_record_in_every_table_that_quotes_it():
+    records = [{"notebook": "03_vae", "profile": "cpu", "device": "cpu (2 threads)", "wall_time_s": 300.0,
+                "commit": "abc1234", "metrics": {"test_neg_elbo_nats": 96.9}},
+               {"notebook": "10_gpt", "profile": "cpu", "device": "cpu (2 threads)", "wall_time_s": 460.0,
+                "commit": "def5678", "metrics": {"val_loss_nats": 1.6}}]
+    stale = {("03_vae", "cpu"): ["course_lib/train.py", "course_lib/vae.py"]}
+    results = update_readme.results_table(records, stale)
+    assert "| 03_vae † | cpu |" in results and "| 10_gpt | cpu |" in results
+    assert ("- † 03_vae (cpu, abc1234): recorded before a change to course_lib/train.py, vae.py; "
+            "re-run with `python scripts/verify_cpu.py notebooks/03_vae.ipynb`") in results
+    assert "10_gpt (cpu" not in results
+    syllabus = update_readme.syllabus_table(records, stale)
+    assert "| 5.0 min † |" in syllabus and "| 7.7 min |" in syllabus and update_readme.SEE_RESULTS in syllabus
+    fresh = update_readme.results_table(records, {}) + update_readme.syllabus_table(records, {})
+    assert "†" not in fresh, "no record is stale: no mark, no footnote"
+
+
+def _git(repo, *args):
+    import subprocess
+
+    config = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", *config, *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_stale_modules_follows_imports_and_ignores_docstrings_and_comments(tmp_path):
+    pkg, nbs = tmp_path / "course_lib", tmp_path / "notebooks"
+    pkg.mkdir(), nbs.mkdir()
+    (pkg / "__init__.py").write_text("from .profiles import sizes\n")
+    (pkg / "profiles.py").write_text("def sizes():\n    return 1\n")
+    (pkg / "model.py").write_text('"""A model."""\nfrom .core import step\n')
+    (pkg / "core.py").write_text('"""Core."""\n\ndef step(x):\n    """One step."""\n    return x + 1  # add\n')
+    (pkg / "unused.py").write_text("def f():\n    return 0\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%pip install -q course_lib\nfrom course_lib.model import step")]
+    nbformat.write(nb, nbs / "99_demo.ipynb")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "start")
+    commit = stale_records.git(tmp_path, "rev-parse", "--short", "HEAD").strip()
+
+    assert stale_records.executed_files(stale_records.notebook_names(nbs / "99_demo.ipynb"), tmp_path) == [
+        "course_lib/__init__.py", "course_lib/core.py", "course_lib/model.py", "course_lib/profiles.py"]
+    assert stale_records.stale_modules("99_demo", commit, tmp_path) == []
+    (pkg / "core.py").write_text('"""Core, reworded."""\n\n\ndef step(x):\n    """A step."""\n    return x + 1\n')
+    (pkg / "unused.py").write_text("def f():\n    return 1\n")
+    assert stale_records.stale_modules("99_demo", commit, tmp_path) == [], "docstrings, comments, unused code"
+    (pkg / "core.py").write_text('"""Core."""\n\ndef step(x):\n    return x + 2\n')
+    (pkg / "profiles.py").write_text("def sizes():\n    return 2\n")
+    changed = ["course_lib/core.py", "course_lib/profiles.py"]
+    assert stale_records.stale_modules("99_demo", commit, tmp_path) == changed
+    (pkg / "extra.py").write_text("X = 1\n")
+    (pkg / "model.py").write_text('"""A model."""\nfrom .core import step\nfrom .extra import X\n')
+    assert "course_lib/extra.py" in stale_records.stale_modules("99_demo", commit, tmp_path), "new since the commit"
+    with pytest.raises(RuntimeError, match="git fetch --unshallow"):
+        stale_records.stale_modules("99_demo", "0123abc", tmp_path)
+
+
+def test_verify_cpu_judges_each_metric_within_the_tolerance_and_not_timings():
+    recorded = {"wall_time_s": 300.0, "metrics": {"fcd": 100.0, "accuracy": 0.90, "copy_share": 0.0,
+                                                  "train_s": 50.0, "tokens_per_s": 1e4, "gone_nats": 1.0}}
+    measured = {"wall_time_s": 600.0, "metrics": {"fcd": 109.0, "accuracy": 0.70, "copy_share": 0.0,
+                                                  "train_s": 90.0, "tokens_per_s": 5e3, "new_bits": 2.0}}
+    rows = {name: (rel, verdict) for name, _, _, rel, verdict in verify_cpu.compare(recorded, measured, 0.1)}
+    assert rows["fcd"] == (pytest.approx(0.09), "PASS")
+    assert rows["accuracy"] == (pytest.approx(0.2222, abs=1e-4), "FAIL")
+    assert rows["copy_share"] == (0.0, "PASS")
+    assert [rows[n][1] for n in ("wall_time_s", "train_s", "tokens_per_s")] == ["timing"] * 3
+    assert rows["gone_nats"] == (None, "FAIL") and rows["new_bits"] == (None, "new")
+    assert verify_cpu.compare(recorded, measured, 0.25)[2][4] == "PASS"  # accuracy within 25 %
+    zero = {"wall_time_s": 1.0, "metrics": {"copy_share": 0.003}}
+    assert verify_cpu.compare(recorded | {"metrics": {"copy_share": 0.0}}, zero)[1][4] == "FAIL"
+    assert verify_cpu.compare(recorded | {"metrics": {"copy_share": 0.0}}, zero, atol=0.01)[1][4] == "PASS"
+    assert "FAIL" in verify_cpu.report(verify_cpu.compare(recorded, measured))
 
 
 def test_readme_names_its_commands():
     text = (ROOT / "README.md").read_text()
     for needle in ["pip install -e \".[dev]\"", "jupyter lab notebooks/00_orientation.ipynb", "pytest",
+                   "scripts/verify_cpu.py",
                    "COURSE_PROFILE", "COURSE_DATA", "environment.yml", "Colab"]:
         assert needle in text, f"README should mention {needle}"
 
