@@ -277,7 +277,8 @@ def train_classifier(x, y, steps: int = 1000, batch_size: int = 128, lr: float =
     device = torch.device(device) if device is not None else get_device()
     order_rng = torch.Generator().manual_seed(seed)  # batch order
     forked = [device] if device.type != "cpu" else []
-    with torch.random.fork_rng(devices=forked, device_type=device.type if forked else None):
+    # device_type must name a backend even when nothing is forked (older torch releases reject None)
+    with torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
         torch.manual_seed(seed)  # weight initialisation (and dropout, if the model has any)
         model = (model if model is not None else small_cnn(n_classes)).to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
