@@ -17,8 +17,8 @@ Tolerance, by default 0.1 (10%) of the recorded value. On one machine with the s
 runs are deterministic and match exactly; another thread count, BLAS build or torch version sums floats
 in another order, and over thousands of training steps that moves trained-model metrics (FCD, losses,
 accuracies) by a few percent. 10% lets that through and still catches a change of what is computed. A
-notebook that trains for a wall-time budget (10_gpt) does as many steps as the machine allows, so it
-moves with the machine's speed. Timing metrics (names ending in `_s`, `_per_s`, `ms_per_step`,
+notebook that trains for a wall-time budget (10_gpt, 13_peft_lora_adapters) does as many steps as the
+machine allows, so it moves with the machine's speed. Timing metrics (names ending in `_s`, `_per_s`, `ms_per_step`,
 `speedup`, `step_time`) and the wall time are reported, not judged. A recorded metric missing from the
 re-run fails; a new one is reported. A recorded 0 passes only an exact 0, unless `--atol` allows slack.
 """
