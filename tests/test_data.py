@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import wave
 import zipfile
@@ -22,7 +23,7 @@ from course_lib.data import (
     CONLL_TAGS, DataError, data_root, downloads_allowed, load_conll2003, load_fashion_mnist, load_fsdd,
     load_mnist, load_multi30k, load_tang_poems, load_tiny_shakespeare, poem_texts, read_wav, verify,
 )
-from course_lib.data import core
+from course_lib.data import audio, core, text
 
 _ENV_ROOT = os.environ.get("COURSE_DATA")
 REAL = Path(_ENV_ROOT).expanduser().resolve() if _ENV_ROOT else None
@@ -378,7 +379,7 @@ def _serve(monkeypatch, files: dict[str, bytes]) -> list[str]:
 
 
 def test_interrupted_download_leaves_nothing(tmp_root, monkeypatch):
-    url = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    url = text._SHAKESPEARE_URL
     requested = _serve(monkeypatch, {url: None})
     with pytest.raises(DataError) as err:
         load_tiny_shakespeare()
@@ -394,9 +395,42 @@ def test_interrupted_download_leaves_nothing(tmp_root, monkeypatch):
 def test_download_with_wrong_checksum_is_rejected(tmp_root, monkeypatch):
     url = "https://raw.githubusercontent.com/heathher/Named-Entity-Recognition/f58fe48cefba693c6f454c3e94d89b37dcb7ce98/conll2003/test.txt"
     _serve(monkeypatch, {url: b"EU B-ORG \n"})
-    with pytest.raises(DataError, match="sha256"):
+    with pytest.raises(DataError) as err:
         load_conll2003("test")
+    msg = str(err.value)
+    assert url in msg and "sha256" in msg and "upstream has changed" in msg and "Fix" in msg
+    assert "try again later" not in msg  # a pinned source does not heal by waiting
     assert list((tmp_root / "conll2003").iterdir()) == []
+
+
+def _module_urls() -> dict[str, str]:
+    """Every module-level string constant of course_lib that holds a URL: "module.NAME" -> value."""
+    import importlib
+    import pkgutil
+
+    import course_lib
+
+    urls = {}
+    for info in pkgutil.walk_packages(course_lib.__path__, "course_lib."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, str) and "://" in value:
+                urls[f"{info.name}.{name}"] = value
+    return urls
+
+
+def test_no_download_source_is_on_a_moving_branch():
+    """Each source is pinned to a commit whose files match SHA256SUMS; a branch name would move under it."""
+    urls = _module_urls()
+    pinned = {"course_lib.data.text._SHAKESPEARE_URL", "course_lib.data.text._TANG_URL",
+              "course_lib.data.text._CONLL_URL", "course_lib.data.text._MULTI30K_URL", "course_lib.data.audio._ZIP_URL"}
+    assert pinned <= set(urls), sorted(urls)  # the test sees the sources
+    for name, url in urls.items():
+        assert not re.search(r"/(master|main|HEAD)(/|\.zip)|refs/heads", url), f"{name} = {url}"
+        if "github" in url:
+            assert re.search(r"/[0-9a-f]{40}(/|\.zip)", url), f"{name} = {url} names no commit"
 
 
 @needs_data
@@ -404,13 +438,13 @@ def test_text_downloads_go_to_the_offline_layout(tmp_root, monkeypatch):
     """Every text loader fetches from its public URL into the same relative path as the offline copy."""
     gh = "https://raw.githubusercontent.com"
     urls = {
-        f"{gh}/karpathy/char-rnn/master/data/tinyshakespeare/input.txt": "tinyshakespeare/input.txt",
+        text._SHAKESPEARE_URL: "tinyshakespeare/input.txt",
         f"{gh}/heathher/Named-Entity-Recognition/f58fe48cefba693c6f454c3e94d89b37dcb7ce98/conll2003/valid.txt":
             "conll2003/valid.txt",
-        f"{gh}/multi30k/dataset/master/data/task1/raw/val.en.gz": "multi30k/val.en.gz",
-        f"{gh}/multi30k/dataset/master/data/task1/raw/val.fr.gz": "multi30k/val.fr.gz",
-        f"{gh}/chinese-poetry/chinese-poetry/master/{quote('全唐诗')}/{quote('唐诗三百首.json')}":
-            "chinese-poetry/全唐诗/唐诗三百首.json",
+        f"{gh}/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/val.en.gz": "multi30k/val.en.gz",
+        f"{gh}/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/val.fr.gz": "multi30k/val.fr.gz",
+        f"{gh}/chinese-poetry/chinese-poetry/99ebbef7e1345c0985c44b9fd96a3f9e776f117b/{quote('全唐诗')}/"
+        f"{quote('唐诗三百首.json')}": "chinese-poetry/全唐诗/唐诗三百首.json",
     }
     requested = _serve(monkeypatch, {url: (REAL / rel).read_bytes() for url, rel in urls.items()})
     assert len(load_tiny_shakespeare().chars) == 65
@@ -429,11 +463,11 @@ def test_fsdd_download_extracts_into_place(tmp_root, tmp_path, monkeypatch):
     """The GitHub archive is unpacked so that only recordings/*.wav land in fsdd/recordings."""
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("free-spoken-digit-dataset-master/README.md", "FSDD")
-        zf.writestr("free-spoken-digit-dataset-master/utils/spectogramer.py", "")
+        zf.writestr("free-spoken-digit-dataset-26eb9aaf76e81b692f806f9140c2d2777410d7a1/README.md", "FSDD")
+        zf.writestr("free-spoken-digit-dataset-26eb9aaf76e81b692f806f9140c2d2777410d7a1/utils/spectogramer.py", "")
         for path in sorted((REAL / "fsdd/recordings").glob("*.wav")):
-            zf.write(path, f"free-spoken-digit-dataset-master/recordings/{path.name}")
-    url = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
+            zf.write(path, f"free-spoken-digit-dataset-26eb9aaf76e81b692f806f9140c2d2777410d7a1/recordings/{path.name}")
+    url = audio._ZIP_URL
     requested = _serve(monkeypatch, {url: archive.getvalue()})
     # a few recordings already there: they are kept, the rest is added
     _copy(["fsdd/recordings/0_george_0.wav", "fsdd/recordings/9_theo_49.wav"], tmp_root)
@@ -444,8 +478,26 @@ def test_fsdd_download_extracts_into_place(tmp_root, tmp_path, monkeypatch):
     assert len(load_fsdd("train")) == 2700 and requested == [url]
 
 
+@needs_data
+def test_fsdd_archive_with_a_changed_recording_is_rejected(tmp_root, monkeypatch):
+    """The zip itself is rebuilt by GitHub on demand, so its recordings are what is checked, before any lands."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted((REAL / "fsdd/recordings").glob("*.wav")):
+            data = path.read_bytes()
+            if path.name == "3_theo_7.wav":
+                data = data[:-2] + b"\x00\x01"  # one sample edited upstream
+            zf.writestr(f"free-spoken-digit-dataset/recordings/{path.name}", data)
+    _serve(monkeypatch, {audio._ZIP_URL: archive.getvalue()})
+    with pytest.raises(DataError) as err:
+        load_fsdd("test")
+    msg = str(err.value)
+    assert "3_theo_7.wav" in msg and "upstream has changed" in msg and "Fix" in msg
+    assert list((tmp_root / "fsdd").iterdir()) == []  # no recordings, no zip, no temp folder
+
+
 def test_fsdd_bad_archive_leaves_nothing(tmp_root, monkeypatch):
-    url = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
+    url = audio._ZIP_URL
     _serve(monkeypatch, {url: b"PK not really a zip"})
     with pytest.raises(DataError) as err:
         load_fsdd("test")
@@ -454,7 +506,7 @@ def test_fsdd_bad_archive_leaves_nothing(tmp_root, monkeypatch):
 
 
 def test_fsdd_interrupted_download_leaves_nothing(tmp_root, monkeypatch):
-    url = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
+    url = audio._ZIP_URL
     _serve(monkeypatch, {url: None})
     with pytest.raises(DataError, match="Could not download"):
         load_fsdd("train")

@@ -28,12 +28,17 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .core import DATA_ENV, OFFLINE_ENV, DataError, _missing_message, atomic_download, data_root, downloads_allowed, manifest, verify
+from ..files import sha256_of
+from .core import (DATA_ENV, OFFLINE_ENV, DataError, _missing_message, atomic_download, data_root, downloads_allowed,
+                   manifest, upstream_changed, verify)
 
 SAMPLE_RATE = 8000
 FSDD_SPLITS = ("train", "test", "all")
 _DIR = "fsdd/recordings"
-_ZIP_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
+# The archive of a fixed commit (GitHub builds archives on demand, so the zip's own bytes are not stable:
+# each extracted recording is checked against SHA256SUMS instead).
+_ZIP_URL = ("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/"
+            "26eb9aaf76e81b692f806f9140c2d2777410d7a1.zip")
 _NAME = re.compile(r"(\d)_([A-Za-z0-9]+)_(\d+)\.wav")
 _TEST_TAKES = range(5)  # takes 0-4 of every speaker and digit are the test set
 
@@ -98,7 +103,7 @@ def _download_recordings(root: Path) -> None:
     """Fetch the GitHub archive and move the recordings that are missing into ``root/fsdd/recordings``."""
     folder = root / _DIR
     parent = folder.parent
-    zip_path = atomic_download(_ZIP_URL, parent / "free-spoken-digit-dataset-master.zip")
+    zip_path = atomic_download(_ZIP_URL, parent / "free-spoken-digit-dataset.zip")
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=".recordings.", suffix=".part"))
     try:
         with zipfile.ZipFile(zip_path) as zf:
@@ -107,6 +112,11 @@ def _download_recordings(root: Path) -> None:
                 if len(parts) >= 2 and parts[-2] == "recordings" and _NAME.fullmatch(parts[-1]):
                     with zf.open(info) as src, open(tmp / parts[-1], "wb") as out:
                         shutil.copyfileobj(src, out)
+        expected = manifest()
+        for f in tmp.iterdir():  # before anything lands in place
+            want, actual = expected.get(f"{_DIR}/{f.name}"), sha256_of(f)
+            if want is not None and actual != want:
+                raise DataError(upstream_changed(f"{_ZIP_URL} ({f.name})", actual, want))
         if not folder.exists():
             os.replace(tmp, folder)  # the whole folder appears at once
         else:

@@ -105,6 +105,17 @@ def verify(rel: str, root: Path | None = None) -> Path:
     return path
 
 
+def upstream_changed(source: str, actual: str, expected: str) -> str:
+    """The message for a downloaded file whose sha256 is not the one in ``SHA256SUMS``."""
+    return (
+        f"Downloaded {source}, but its sha256 is {actual}, not the pinned {expected}.\n"
+        "Every source is pinned to a fixed commit, so the file upstream has changed (history rewritten or "
+        "the file replaced), or the download was altered on the way; trying again later will not help.\n"
+        f"Fix, either: point {DATA_ENV} at an offline copy of the course data, or check the new file and then "
+        "update its URL in course_lib/data and its line in course_lib/data/SHA256SUMS together."
+    )
+
+
 def atomic_download(url: str, dest: Path, expected_sha256: str | None = None) -> Path:
     """Download ``url`` to ``dest`` via a temporary file; rename only when complete and checked."""
     if not downloads_allowed():
@@ -120,7 +131,7 @@ def atomic_download(url: str, dest: Path, expected_sha256: str | None = None) ->
                 digest.update(block)
                 out.write(block)
             if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-                raise DataError(f"Downloaded {url} but its sha256 does not match the published one; try again later.")
+                raise DataError(upstream_changed(url, digest.hexdigest(), expected_sha256))
     except OSError as err:
         raise DataError(
             f"Could not download {url} to {dest}: {err}\n"

@@ -29,7 +29,9 @@ from .core import DATA_ENV, DataError, fetch, manifest
 # ---------------------------------------------------------------------------------------
 
 _SHAKESPEARE_REL = "tinyshakespeare/input.txt"
-_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+# Every source is pinned to a commit whose files have the sha256 of SHA256SUMS (a branch would move under it).
+_SHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/"
+                    "6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e/data/tinyshakespeare/input.txt")
 
 
 @dataclass
@@ -95,7 +97,8 @@ def load_tiny_shakespeare(val_fraction: float = 0.1) -> CharCorpus:
 # ---------------------------------------------------------------------------------------
 
 _TANG_DIR = "chinese-poetry/全唐诗"
-_TANG_URL = "https://raw.githubusercontent.com/chinese-poetry/chinese-poetry/master/" + quote("全唐诗") + "/{name}"
+_TANG_URL = ("https://raw.githubusercontent.com/chinese-poetry/chinese-poetry/"
+             "99ebbef7e1345c0985c44b9fd96a3f9e776f117b/" + quote("全唐诗") + "/{name}")
 _TANG_300 = "唐诗三百首.json"
 
 
@@ -202,7 +205,8 @@ def load_conll2003(split: str = "train") -> list[Sentence]:
 
 MULTI30K_LANGUAGES = ("en", "de", "fr")
 _MULTI30K_FILES = {"train": "train", "val": "val", "test": "test_2016_flickr"}
-_MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
+_MULTI30K_URL = ("https://raw.githubusercontent.com/multi30k/dataset/"
+                 "a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/{name}")
 
 
 def _multi30k_lines(split: str, lang: str) -> list[str]:
