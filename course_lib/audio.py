@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import precision_policy
 from .train import accuracy, cosine_lr  # accuracy is re-exported: notebook 08 scores its classifier with it
 
 
@@ -230,7 +231,8 @@ def train_digit_classifier(images: torch.Tensor, labels: torch.Tensor, steps: in
                            lr: float = 2e-3, seed: int = 20, device: torch.device | str = "cpu") -> DigitClassifier:
     """A ``DigitClassifier`` trained on spectrogram images (N, 1, H, W) in [-1, 1] with labels (N,): AdamW,
     warm-up then cosine decay, random time shifts of up to 3 frames as augmentation. Deterministic for a
-    ``seed`` (weights, batches, shifts, dropout); the global random state is left untouched."""
+    ``seed`` (weights, batches, shifts, dropout); the global random state is left untouched. Mixed precision
+    as ``course_lib.precision`` chooses for ``device``."""
     if images.ndim != 4 or len(images) != len(labels):
         raise ValueError(f"train_digit_classifier: expected images (N, 1, H, W) and labels (N,), got "
                          f"{tuple(images.shape)} and {tuple(labels.shape)}.")
@@ -240,15 +242,19 @@ def train_digit_classifier(images: torch.Tensor, labels: torch.Tensor, steps: in
         clf = DigitClassifier().to(device)
         opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)))
+        policy = precision_policy(device)
+        scaler = policy.grad_scaler()  # a pass-through unless fp16
         g = torch.Generator().manual_seed(seed + 1)
         clf.train()
         for _ in range(steps):
             idx = torch.randint(0, len(x), (batch_size,), generator=g)
             shift = int(torch.randint(-3, 4, (), generator=g))  # small time shifts as augmentation
-            loss = F.cross_entropy(clf(torch.roll(x[idx], shift, dims=3)), y[idx])
+            with policy.autocast():
+                loss = F.cross_entropy(clf(torch.roll(x[idx], shift, dims=3)), y[idx])
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
     return clf.eval()
 

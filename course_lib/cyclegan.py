@@ -53,6 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .gan import discriminator_loss, generator_loss
+from .precision import Precision, precision_policy
 from .train import History, eval_mode
 
 
@@ -243,8 +244,9 @@ def generator_losses(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Tensor
                      lambda_cycle: float | None = None, lambda_identity: float | None = None):
     """The generators' objective on one batch of each domain.
 
-    Returns ``(total, terms, fakes)``: the scalar loss to minimise, a dict of its parts as floats
-    (``gan_ab``, ``gan_ba``, ``cycle_a``, ``cycle_b``, ``idt_a``, ``idt_b``) and the translations
+    Returns ``(total, terms, fakes)``: the scalar loss to minimise, a dict of its parts as detached
+    0-d tensors (``gan_ab``, ``gan_ba``, ``cycle_a``, ``cycle_b``, ``idt_a``, ``idt_b``; ``float(t)`` reads
+    one, which waits for the GPU, so the training loop reads them only when it logs) and the translations
     ``(fake_a, fake_b)`` for the discriminator step. ``lambda_*`` default to the model's config;
     pass 0 to switch a term off (it is then not computed).
     """
@@ -259,17 +261,17 @@ def generator_losses(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Tensor
     gan_ab = generator_loss(model.d_b(fake_b), "least_squares")  # fool D_b: mean (D_b(G_ab(a)) - 1)^2
     gan_ba = generator_loss(model.d_a(fake_a), "least_squares")  # fool D_a
     total = gan_ab + gan_ba
-    terms = {"gan_ab": gan_ab.item(), "gan_ba": gan_ba.item()}
+    terms = {"gan_ab": gan_ab.detach(), "gan_ba": gan_ba.detach()}
     if lambda_cycle:
         cycle_a = cycle_loss(real_a, model.g_ba(fake_b))  # |G_ba(G_ab(a)) - a|_1
         cycle_b = cycle_loss(real_b, model.g_ab(fake_a))  # |G_ab(G_ba(b)) - b|_1
         total = total + lambda_cycle * (cycle_a + cycle_b)
-        terms.update(cycle_a=cycle_a.item(), cycle_b=cycle_b.item())
+        terms.update(cycle_a=cycle_a.detach(), cycle_b=cycle_b.detach())
     if lambda_identity:
         idt_a = identity_loss(real_a, model.g_ba(real_a))  # |G_ba(a) - a|_1
         idt_b = identity_loss(real_b, model.g_ab(real_b))  # |G_ab(b) - b|_1
         total = total + lambda_identity * (idt_a + idt_b)
-        terms.update(idt_a=idt_a.item(), idt_b=idt_b.item())
+        terms.update(idt_a=idt_a.detach(), idt_b=idt_b.detach())
     return total, terms, (fake_a, fake_b)
 
 
@@ -277,34 +279,48 @@ def discriminator_losses(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Te
                          fake_a: torch.Tensor, fake_b: torch.Tensor):
     """Least-squares loss of D_a (real a vs fake_a) and D_b (real b vs fake_b); fakes are detached here.
 
-    Returns ``(total, terms)`` with ``terms = {"d_a": ..., "d_b": ...}`` as floats, where
+    Returns ``(total, terms)`` with ``terms = {"d_a": ..., "d_b": ...}`` as detached 0-d tensors, where
     ``d_a = ((D_a(a) - 1)^2 + D_a(fake_a)^2) / 2`` averaged over patches and images.
     """
     d_a = discriminator_loss(model.d_a(real_a), model.d_a(fake_a.detach()), "least_squares")  # real a -> 1, fake -> 0
     d_b = discriminator_loss(model.d_b(real_b), model.d_b(fake_b.detach()), "least_squares")  # real b -> 1, fake -> 0
-    return d_a + d_b, {"d_a": d_a.item(), "d_b": d_b.item()}
+    return d_a + d_b, {"d_a": d_a.detach(), "d_b": d_b.detach()}
 
 
 def generator_step(model: CycleGAN, opt_g: torch.optim.Optimizer, real_a: torch.Tensor, real_b: torch.Tensor,
-                   **weights: float):
-    """One optimizer step of both generators; the discriminators are frozen meanwhile. Returns (terms, fakes)."""
+                   policy: Precision | None = None, scaler: torch.amp.GradScaler | None = None, **weights: float):
+    """One optimizer step of both generators; the discriminators are frozen meanwhile. Returns (terms, fakes).
+
+    ``policy`` (default fp32) and ``scaler`` (default ``policy.grad_scaler()``) set the mixed precision;
+    ``train_cyclegan`` passes one scaler per optimizer for the whole run.
+    """
+    policy = policy if policy is not None else precision_policy(real_a.device, enabled=False)
+    scaler = scaler if scaler is not None else policy.grad_scaler()
     set_requires_grad([model.d_a, model.d_b], False)  # no gradients into D: faster, and D stays as it is
-    total, terms, fakes = generator_losses(model, real_a, real_b, **weights)
+    with policy.autocast():
+        total, terms, fakes = generator_losses(model, real_a, real_b, **weights)
     opt_g.zero_grad(set_to_none=True)
-    total.backward()
-    opt_g.step()
+    scaler.scale(total).backward()
+    scaler.step(opt_g)
+    scaler.update()
     set_requires_grad([model.d_a, model.d_b], True)
-    terms["g_total"] = total.item()
+    terms["g_total"] = total.detach()
     return terms, fakes
 
 
 def discriminator_step(model: CycleGAN, opt_d: torch.optim.Optimizer, real_a: torch.Tensor, real_b: torch.Tensor,
-                       fake_a: torch.Tensor, fake_b: torch.Tensor) -> dict[str, float]:
-    """One optimizer step of both discriminators on detached fakes (the generators get no gradient)."""
-    total, terms = discriminator_losses(model, real_a, real_b, fake_a, fake_b)
+                       fake_a: torch.Tensor, fake_b: torch.Tensor, policy: Precision | None = None,
+                       scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
+    """One optimizer step of both discriminators on detached fakes (the generators get no gradient);
+    ``policy`` and ``scaler`` as for :func:`generator_step`."""
+    policy = policy if policy is not None else precision_policy(real_a.device, enabled=False)
+    scaler = scaler if scaler is not None else policy.grad_scaler()
+    with policy.autocast():
+        total, terms = discriminator_losses(model, real_a, real_b, fake_a, fake_b)
     opt_d.zero_grad(set_to_none=True)
-    total.backward()
-    opt_d.step()
+    scaler.scale(total).backward()
+    scaler.step(opt_d)
+    scaler.update()
     return terms
 
 
@@ -320,12 +336,14 @@ def random_batches(x: torch.Tensor, batch_size: int, generator: torch.Generator 
 def train_cyclegan(model: CycleGAN, a: torch.Tensor, b: torch.Tensor, *, steps: int, batch_size: int = 64,
                    device: torch.device | str | None = None, generator: torch.Generator | None = None,
                    history: History | None = None, log_every: int = 10, progress: bool = True,
-                   desc: str = "CycleGAN", **weights: float) -> History:
+                   desc: str = "CycleGAN", amp: bool | None = None, **weights: float) -> History:
     """Alternate ``generator_step`` and ``discriminator_step`` for ``steps`` steps on random batches.
 
     ``a`` and ``b`` are the two (unpaired) training sets on the CPU; ``weights`` may override
     ``lambda_cycle`` / ``lambda_identity`` (e.g. ``lambda_cycle=0`` for the ablation). Returns a
     :class:`~course_lib.train.History` of every loss term (``g_total``, ``gan_ab``, ``cycle_a``, ``d_a``, ...).
+    ``amp``: mixed precision as ``course_lib.precision`` chooses (None), off (False) or also on a CPU (True).
+    The terms are read (and the total checked for inf / NaN) only at logging steps.
     """
     check_images(a, "train_cyclegan (a)", model.config.channels)
     check_images(b, "train_cyclegan (b)", model.config.channels)
@@ -337,14 +355,18 @@ def train_cyclegan(model: CycleGAN, a: torch.Tensor, b: torch.Tensor, *, steps: 
     opt_g, opt_d = model.optimizers()
     history = history if history is not None else History()
     batches_a, batches_b = random_batches(a, batch_size, generator), random_batches(b, batch_size, generator)
+    policy = precision_policy(device, amp)
+    scaler_g, scaler_d = policy.grad_scaler(), policy.grad_scaler()  # one per optimizer (pass-throughs unless fp16)
+    finite = torch.ones((), dtype=torch.bool, device=device)
     bar = tqdm(range(steps), desc=desc, disable=not progress)
     for step in bar:
         real_a, real_b = next(batches_a).to(device), next(batches_b).to(device)  # (B, 1, 28, 28) each
-        terms, (fake_a, fake_b) = generator_step(model, opt_g, real_a, real_b, **weights)
-        terms.update(discriminator_step(model, opt_d, real_a, real_b, fake_a, fake_b))
-        if not torch.isfinite(torch.tensor(terms["g_total"])):
-            raise FloatingPointError(f"The generator loss became {terms['g_total']} at step {step}; lower the lr.")
-        if step % log_every == 0 or step == steps - 1:
+        terms, (fake_a, fake_b) = generator_step(model, opt_g, real_a, real_b, policy, scaler_g, **weights)
+        terms.update(discriminator_step(model, opt_d, real_a, real_b, fake_a, fake_b, policy, scaler_d))
+        finite &= torch.isfinite(terms["g_total"])  # on the device: no waiting for the GPU here
+        if step % log_every == 0 or step == steps - 1:  # the only place that waits for the GPU
+            if not finite.item():
+                raise FloatingPointError(f"The generator loss became inf or NaN by step {step}; lower the lr.")
             history.log(step, **terms)
             bar.set_postfix(g=f"{terms['g_total']:.3g}", d_a=f"{terms['d_a']:.3g}", d_b=f"{terms['d_b']:.3g}")
     model.eval()

@@ -43,7 +43,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .gpt import GPT, GPTConfig
-from .train import autocast, save_checkpoint
+from .precision import precision_policy
+from .train import save_checkpoint
 
 
 @dataclass
@@ -57,7 +58,7 @@ class DDPConfig:
     n_embd: int = 128
     lr: float = 3e-3
     seed: int = 0
-    amp: bool = False  # mixed precision: bf16 autocast for the forward pass (weights, grads, AdamW stay fp32)
+    amp: bool = False  # mixed precision (course_lib.precision: bf16, or fp16 + GradScaler on older GPUs; weights stay fp32)
     log_every: int = 20
 
 
@@ -100,6 +101,10 @@ def train(cfg: DDPConfig, data: torch.Tensor, vocab_size: int, replica_dir: str 
                           n_head=cfg.n_head, n_embd=cfg.n_embd)).to(device)
     ddp = DDP(model) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    policy = precision_policy(device, enabled=cfg.amp)
+    scaler = policy.grad_scaler()  # a pass-through unless fp16
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     losses, start = [], time.perf_counter()
     for step in range(cfg.steps):
         total = torch.zeros((), device=device)
@@ -107,12 +112,14 @@ def train(cfg: DDPConfig, data: torch.Tensor, vocab_size: int, replica_dir: str 
             x, y = (t.to(device) for t in micro_batch(data, cfg, step, rank * cfg.grad_accum + k))
             last = k == cfg.grad_accum - 1
             sync = ddp.no_sync() if (world > 1 and not last) else contextlib.nullcontext()  # all-reduce on the last one only
-            with sync, autocast(device, enabled=cfg.amp):
+            with sync, policy.autocast():
                 _, loss = ddp(x, y)
-            (loss / cfg.grad_accum).backward()  # DDP averages over ranks, we average over micro-batches
+            scaler.scale(loss / cfg.grad_accum).backward()  # DDP averages over ranks, we average over micro-batches
             total += loss.detach() / cfg.grad_accum
+        scaler.unscale_(optimizer)  # clip the true gradients
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             if world > 1:
@@ -121,6 +128,8 @@ def train(cfg: DDPConfig, data: torch.Tensor, vocab_size: int, replica_dir: str 
             if rank == 0:
                 print(f"step {step:5d}  loss {total.item():.4f}  ({world} rank(s) x {cfg.grad_accum} x "
                       f"{cfg.batch_size} windows = global batch {world * cfg.grad_accum * cfg.batch_size})", flush=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the clock counts finished GPU work, not queued work
     seconds = time.perf_counter() - start
     if replica_dir is not None:
         Path(replica_dir).mkdir(parents=True, exist_ok=True)

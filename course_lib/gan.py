@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .precision import precision_policy
 from .train import EMA, History, _cycle, eval_mode, to_device
 
 LOSS_KINDS = ("saturating", "non_saturating", "least_squares", "wasserstein")
@@ -292,6 +293,7 @@ def train_gan(
     desc: str = "GAN",
     ema: EMA | None = None,
     start_step: int = 0,
+    amp: bool | None = None,
 ) -> History:
     """Alternate ``n_critic`` discriminator steps and one generator step, ``steps`` times.
 
@@ -302,6 +304,9 @@ def train_gan(
     ``callback(step)`` runs every ``callback_every`` steps (e.g. to save snapshots for an animation).
     ``ema`` (a ``course_lib.train.EMA`` of the generator) is updated after every generator step;
     ``start_step`` continues a run from that step (the caller keeps the optimizers).
+    ``amp``: mixed precision as ``course_lib.precision`` chooses (None), off (False) or also on a CPU (True);
+    the gradient penalty is always computed in fp32. The losses are read (and checked for inf / NaN)
+    only at logging steps, so the loop does not wait for the GPU after every step.
     """
     _check_kind(loss)
     device = torch.device(device) if device is not None else next(generator.parameters()).device
@@ -311,6 +316,9 @@ def train_gan(
     conditional = getattr(generator, "num_classes", 0) > 0
     score = torch.sigmoid if loss in ("saturating", "non_saturating") else (lambda t: t)
     batches = _cycle(data)
+    policy = precision_policy(device, amp)
+    scaler_d, scaler_g = policy.grad_scaler(), policy.grad_scaler()  # one per optimizer (pass-throughs unless fp16)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # on the device: checked at logging steps only
 
     def fakes(n: int, labels: torch.Tensor | None) -> torch.Tensor:
         z = torch.randn(n, generator.latent_dim, device=device)  # (B, latent_dim)
@@ -321,25 +329,31 @@ def train_gan(
         for _ in range(n_critic):  # 1) discriminator / critic: real -> high, fake -> low
             x, y = _split(to_device(next(batches), device))
             y = y if conditional else None
-            fake = fakes(x.shape[0], y).detach()  # no gradient into G during D's step
-            real_out, fake_out = discriminator(x, y), discriminator(fake, y)
-            d_loss = discriminator_loss(real_out, fake_out, loss)
-            if gp_weight > 0:
-                gp, norms = gradient_penalty(discriminator, x, fake, y)
-                d_loss = d_loss + gp_weight * gp
+            with policy.autocast():
+                fake = fakes(x.shape[0], y).detach()  # no gradient into G during D's step
+                real_out, fake_out = discriminator(x, y), discriminator(fake, y)
+                d_loss = discriminator_loss(real_out, fake_out, loss)
+                if gp_weight > 0:
+                    with policy.fp32():
+                        gp, norms = gradient_penalty(discriminator, x, fake.float(), y)
+                    d_loss = d_loss + gp_weight * gp
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        g_loss = generator_loss(discriminator(fakes(x.shape[0], y), y), loss)  # 2) generator: fool D
+            scaler_d.scale(d_loss).backward()
+            scaler_d.step(opt_d)
+            scaler_d.update()
+        with policy.autocast():
+            g_loss = generator_loss(discriminator(fakes(x.shape[0], y), y), loss)  # 2) generator: fool D
         opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()  # D's parameters receive gradients too; opt_d zeroes them before its next step
-        opt_g.step()
+        scaler_g.scale(g_loss).backward()  # D's parameters receive gradients too; opt_d zeroes them before its next step
+        scaler_g.step(opt_g)
+        scaler_g.update()
         if ema is not None:
             ema.update(generator)
-        if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
-            raise FloatingPointError(f"GAN losses became non-finite at step {step} (D {d_loss.item()}, "
-                                     f"G {g_loss.item()}). Lower the learning rates or check the data range.")
-        if step % log_every == 0 or step == steps - 1:
+        finite &= torch.isfinite(d_loss.detach()) & torch.isfinite(g_loss.detach())
+        if step % log_every == 0 or step == steps - 1:  # the only place that waits for the GPU
+            if not finite.item():
+                raise FloatingPointError(f"GAN losses became inf or NaN by step {step} (D {d_loss.item()}, "
+                                         f"G {g_loss.item()}). Lower the learning rates or check the data range.")
             logged = {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
                       "d_real": score(real_out.detach()).mean().item(),
                       "d_fake": score(fake_out.detach()).mean().item()}

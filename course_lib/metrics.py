@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 
 from .device import get_device
 from .fcd import _check_images
+from .precision import precision_policy
 from .train import accuracy as train_accuracy
 
 
@@ -267,11 +268,12 @@ def _check_labelled(x, y, n_classes: int, name: str) -> tuple[torch.Tensor, torc
 
 def train_classifier(x, y, steps: int = 1000, batch_size: int = 128, lr: float = 1e-3, n_classes: int = 10,
                      model: nn.Module | None = None, device: torch.device | str | None = None, seed: int = 0,
-                     progress: bool = False) -> nn.Module:
+                     progress: bool = False, amp: bool | None = None) -> nn.Module:
     """Train ``model`` (default: a fresh ``small_cnn``) on images x (N, 1, 28, 28), labels y (N,) with Adam.
 
     Cross-entropy, ``steps`` steps of ``batch_size`` (epochs of a seeded permutation). Weights and
-    batch order depend only on ``seed``; the global RNG state is left untouched. Returns the model in eval mode.
+    batch order depend only on ``seed``; the global RNG state is left untouched. ``amp``: mixed precision as
+    ``course_lib.precision`` chooses (None), off (False) or also on a CPU (True). Returns the model in eval mode.
     """
     x, y = _check_labelled(x, y, n_classes, "train")
     device = torch.device(device) if device is not None else get_device()
@@ -282,16 +284,20 @@ def train_classifier(x, y, steps: int = 1000, batch_size: int = 128, lr: float =
         torch.manual_seed(seed)  # weight initialisation (and dropout, if the model has any)
         model = (model if model is not None else small_cnn(n_classes)).to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        policy = precision_policy(device, amp)
+        scaler = policy.grad_scaler()  # a pass-through unless fp16
         x, y = x.to(device), y.to(device)
         order = torch.empty(0, dtype=torch.long)
         for _ in tqdm(range(steps), desc="classifier", disable=not progress):
             if len(order) < batch_size:
                 order = torch.cat([order, torch.randperm(len(y), generator=order_rng)])
             idx, order = order[:batch_size].to(device), order[batch_size:]
-            loss = F.cross_entropy(model(x[idx]), y[idx])  # x[idx]: (B, 1, 28, 28)
+            with policy.autocast():
+                loss = F.cross_entropy(model(x[idx]), y[idx])  # x[idx]: (B, 1, 28, 28)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
     return model.eval()
 
 

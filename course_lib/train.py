@@ -6,10 +6,12 @@ the loss (or ``(loss, {"name": value, ...})`` to log more numbers) and calls::
     history = fit(model, optimizer, loss_fn, loader, steps=2_000, device=device)
     plot_history(history)
 
-``fit`` shows a tqdm progress bar, keeps a loss history, uses bf16 autocast on CUDA,
+``fit`` shows a tqdm progress bar, keeps a loss history, trains in the device's mixed precision
+(``course_lib.precision``: bf16 on recent GPUs, fp16 with a GradScaler on older ones, fp32 on CPU),
 optionally ``torch.compile``s the model, and with ``checkpoint=path`` saves and resumes
 training (model, optimizer, step and history) with atomic writes and
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. It waits for the GPU only at logging steps: the loss is read,
+and checked for inf / NaN, every ``log_every`` steps, not after every step.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .files import atomic_write
+from .precision import precision_policy
 
 
 class History:
@@ -71,12 +74,10 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def autocast(device: torch.device, enabled: bool | None = None):
-    """bf16 autocast on CUDA by default; on CPU only when asked (``enabled=True``)."""
-    if enabled is None:
-        enabled = device.type == "cuda"
-    if not enabled or device.type not in ("cuda", "cpu"):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """Autocast as ``course_lib.precision`` decides for ``device``: bf16 on GPUs of compute capability
+    >= 8.0, fp16 on older ones (train those with ``precision_policy(device).grad_scaler()``), none
+    on CPU unless asked (``enabled=True``: bf16)."""
+    return precision_policy(device, enabled).autocast()
 
 
 @contextlib.contextmanager
@@ -211,10 +212,13 @@ def fit(
     scheduler, EMA, step, history) and a new one is written every ``checkpoint_every`` steps
     and at the end. ``ema`` (an :class:`EMA`) is updated after every optimizer step.
     ``start_step`` continues a run from that step (for callers that keep the optimizer and
-    scheduler themselves and train in segments).
+    scheduler themselves and train in segments). ``amp``: None = the device's mixed precision
+    (``course_lib.precision``), False = fp32, True = mixed precision also on a CPU (bf16).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
+    policy = precision_policy(device, amp)
+    scaler = policy.grad_scaler()  # scales the loss for fp16; a pass-through for bf16 and fp32
     history = history if history is not None else History()
     start = start_step
     if checkpoint is not None and Path(checkpoint).is_file():
@@ -225,6 +229,8 @@ def fit(
             scheduler.load_state_dict(state["scheduler"])
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
+        if scaler.is_enabled() and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         history.load_state_dict(state["history"])
         start = int(state["step"])
 
@@ -235,32 +241,40 @@ def fit(
             state["scheduler"] = scheduler.state_dict()
         if ema is not None:
             state["ema"] = ema.state_dict()
+        if scaler.is_enabled():
+            state["scaler"] = scaler.state_dict()
         save_checkpoint(checkpoint, **state)
 
     step_model = torch.compile(model) if compile else model
     model.train()
     batches = _cycle(data)
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # stays True while every loss is finite
+    checked = start  # the first step not yet checked
     for step in bar:
         batch = to_device(next(batches), device)
-        with autocast(device, amp):
+        with policy.autocast():
             out = loss_fn(step_model, batch)
         loss, extra = out if isinstance(out, tuple) else (out, {})
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"Loss became {loss.item()} at step {step}. Lower the learning rate, check the "
-                "inputs' range, or clip gradients (grad_clip=1.0)."
-            )
+        finite &= torch.isfinite(loss.detach())  # on the device: no waiting for the GPU here
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if grad_clip is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
             ema.update(model)
-        if step % log_every == 0 or step == steps - 1:
+        if step % log_every == 0 or step == steps - 1:  # the only place that waits for the GPU
+            if not finite.item():
+                raise FloatingPointError(
+                    f"The loss became inf or NaN between steps {checked} and {step}. Lower the learning rate, "
+                    "check the inputs' range, or clip gradients (grad_clip=1.0)."
+                )
+            checked = step + 1
             logged = {"loss": loss.item(), **{k: float(v) for k, v in extra.items()}}
             history.log(step, **logged)
             bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})

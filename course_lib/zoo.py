@@ -370,6 +370,10 @@ class Run:
     def _cuda(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
 
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def advance(self, steps: int | None = None, progress: bool = True) -> Run:
         """Train ``steps`` more optimizer steps (default: to the end of the planned run)."""
         steps = self.total_steps - self.step if steps is None else min(steps, self.total_steps - self.step)
@@ -379,8 +383,10 @@ class Run:
             torch.random.set_rng_state(self.rng)
             if self.cuda_rng is not None:
                 torch.cuda.set_rng_state(self.cuda_rng, self.device)
+            self._sync()
             start = time.perf_counter()
             self.family.advance(self, steps, progress)
+            self._sync()  # the clock counts finished GPU work, not queued work
             self.seconds += time.perf_counter() - start
             self.rng = torch.random.get_rng_state()
             if self.cuda_rng is not None:

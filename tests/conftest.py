@@ -59,3 +59,26 @@ def pytest_sessionfinish(session, exitstatus):
         for node, why in unexpected:
             print(f"  {node}: {why}")
         session.exitstatus = 1
+
+
+# ----------------------------------------------------------------------------- host syncs
+import sys  # noqa: E402
+
+_READS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+
+@pytest.fixture
+def host_syncs(monkeypatch):
+    """The list of tensor-value reads (``.item()``, ``bool(t)``, ``float(t)``, ...) that course_lib's own code
+    makes while the test runs. On a GPU each such read waits for all queued work, so a training loop must
+    make them only at its logging steps, not at every step."""
+    calls = []
+    for name in _READS:
+        def counted(self, *args, _original=getattr(torch.Tensor, name), _name=name, **kwargs):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith("course_lib"):
+                calls.append(f"{caller}: {_name}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls

@@ -237,6 +237,20 @@ def test_train_cyclegan_runs_logs_and_rejects_unknown_options():
         train_cyclegan(CycleGAN(TINY), a, b[:, :, :14], steps=1)
 
 
+def test_train_cyclegan_reads_the_losses_only_at_logging_steps(host_syncs):
+    """Reading a loss waits for the GPU: the loss terms stay tensors until a logging step reads them."""
+    a, b = digits(8, 1), restyle(digits(8, 2))
+
+    def reads(steps):
+        host_syncs.clear()
+        torch.manual_seed(0)
+        train_cyclegan(CycleGAN(TINY), a, b, steps=steps, batch_size=2, log_every=1000, progress=False)
+        return list(host_syncs)
+
+    few, many = reads(2), reads(5)  # each logs its first and its last step
+    assert few and many == few, f"{len(many) - len(few)} more reads in 3 more steps: {many}"
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 

@@ -237,6 +237,37 @@ def test_discriminator_step_does_not_touch_the_generator():
     assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
 
 
+@pytest.mark.parametrize("gp_weight", [0.0, 10.0])
+def test_train_gan_reads_the_losses_only_at_logging_steps(host_syncs, gp_weight):
+    """Reading a loss waits for the GPU: train_gan checks and logs them at logging steps, not at every step."""
+    def reads(steps):
+        host_syncs.clear()
+        torch.manual_seed(0)
+        G, D = MLPGenerator(hidden=8, depth=1), MLPDiscriminator(hidden=8, depth=1)
+        train_gan(G, D, torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()), [torch.randn(16, 2)],
+                  steps=steps, n_critic=2, gp_weight=gp_weight, log_every=1000, progress=False)
+        return list(host_syncs)
+
+    few, many = reads(2), reads(12)  # each logs its first and its last step
+    assert few and many == few, f"{len(many) - len(few)} more reads in 10 more steps: {many}"
+
+
+def test_train_gan_on_the_fp16_path(monkeypatch):
+    """fp16 autocast with a GradScaler per optimizer (older GPUs' path, run on the CPU); the gradient
+    penalty's double backward runs in fp32."""
+    import course_lib.gan as gan
+    from course_lib.precision import Precision
+
+    monkeypatch.setattr(gan, "precision_policy", lambda device, amp: Precision("cpu", torch.float16))
+    torch.manual_seed(0)
+    G, D = MLPGenerator(hidden=16, depth=1), MLPDiscriminator(hidden=16, depth=1)
+    hist = train_gan(G, D, torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 1e-3),
+                     [torch.randn(32, 2)], steps=20, loss="wasserstein", n_critic=2, gp_weight=10.0, log_every=1,
+                     progress=False)
+    assert all(math.isfinite(v) for v in hist.values("d_loss") + hist.values("g_loss") + hist.values("grad_norm"))
+    assert all(p.dtype == torch.float32 and p.isfinite().all() for p in [*G.parameters(), *D.parameters()])
+
+
 def test_conditional_training_and_generation():
     torch.manual_seed(0)
     cfg = GANConfig(latent_dim=8, width=4, num_classes=3)

@@ -1,6 +1,7 @@
 """course_lib.ner: entity scores against seqeval, label alignment by hand, prediction with an oracle model."""
 import random
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -239,7 +240,21 @@ def test_ner_loss_is_the_cross_entropy_over_labeled_tokens(char_tokenizer):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     keep = batch["labels"] != -100
     assert loss.item() == pytest.approx(F.cross_entropy(logits[keep], batch["labels"][keep]).item(), rel=1e-5)
-    assert extra["token_accuracy"] == pytest.approx((logits[keep].argmax(-1) == batch["labels"][keep]).float().mean().item())
+    assert float(extra["token_accuracy"]) == pytest.approx((logits[keep].argmax(-1) == batch["labels"][keep]).float().mean().item())
+
+
+def test_ner_loss_reads_no_values(char_tokenizer):
+    """fit calls ner_loss at every step; reading a value there (``.item()``, or a boolean mask, whose size
+    must be read) would make every step wait for the GPU. On the meta device, which holds no values,
+    any such read raises."""
+    batch = {k: v.to("meta") for k, v in collate(encode(SENTENCES, char_tokenizer)).items()}
+
+    def model(input_ids, attention_mask, labels):  # stands in for the encoder (transformers' own masks read values)
+        logits = torch.empty(*input_ids.shape, len(CONLL_TAGS), device="meta")
+        return SimpleNamespace(logits=logits, loss=logits.sum())
+
+    loss, extra = ner_loss(model, batch)
+    assert extra["token_accuracy"].device.type == "meta"
 
 
 # ---------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_lib.train import History, accuracy, autocast, cosine_lr, eval_mode, fit, load_checkpoint, save_checkpoint
+from course_lib.precision import Precision
+from course_lib.train import EMA, History, accuracy, autocast, cosine_lr, eval_mode, fit, load_checkpoint, save_checkpoint
 
 
 def regression_problem(seed=0):
@@ -103,6 +104,56 @@ def test_fit_stops_on_non_finite_loss():
     model = nn.Linear(3, 1)
     with pytest.raises(FloatingPointError, match="learning rate"):
         fit(model, torch.optim.SGD(model.parameters(), lr=1e6), mse, loader, steps=200, progress=False)
+
+
+def test_fit_reads_the_loss_only_at_logging_steps(host_syncs):
+    """Every read of a tensor's value waits for the GPU: fit makes them at logging steps, not at every step."""
+    loader, _ = regression_problem()
+
+    def reads(steps):
+        host_syncs.clear()
+        model = nn.Linear(3, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        fit(model, opt, lambda m, b: (mse(m, b), {"half": mse(m, b).detach() / 2}), loader, steps=steps,
+            log_every=1000, grad_clip=1.0, scheduler=sched, ema=EMA(model), progress=False)
+        return list(host_syncs)
+
+    few, many = reads(3), reads(40)  # each logs its first and its last step
+    assert few, "the counter sees the reads of the last (logged) step"
+    assert many == few, f"{len(many) - len(few)} more reads in 37 more steps: {many}"
+
+
+def test_fit_takes_fp16_steps_through_a_grad_scaler(monkeypatch, tmp_path):
+    """The fp16 path (older GPUs), run on the CPU: every step goes through the GradScaler, whose state
+    is checkpointed, and the model still learns."""
+    import course_lib.train as train
+
+    monkeypatch.setattr(train, "precision_policy", lambda device, amp: Precision("cpu", torch.float16))
+    calls = {"scale": 0, "unscale_": 0, "step": 0, "update": 0}
+    for name in calls:
+        def spy(self, *args, _name=name, _original=getattr(torch.amp.GradScaler, name), **kwargs):
+            calls[_name] += self.is_enabled()
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.amp.GradScaler, name, spy)
+    dtypes = set()
+
+    def loss_fn(model, batch):
+        x, y = batch
+        out = model(x)
+        dtypes.add(out.dtype)
+        return nn.functional.mse_loss(out.float(), y)
+
+    torch.manual_seed(0)
+    loader, w = regression_problem()
+    model = nn.Linear(3, 1)
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, loader, steps=200, grad_clip=10.0,
+                  checkpoint=tmp_path / "run.pt", progress=False)
+    assert dtypes == {torch.float16} and model.weight.dtype == torch.float32
+    assert calls == {"scale": 200, "unscale_": 200, "step": 200, "update": 200}
+    assert history.values("loss")[-1] < 1e-2 * history.values("loss")[0]
+    assert torch.allclose(model.weight.data.T, w, atol=2e-2)
+    assert load_checkpoint(tmp_path / "run.pt")["scaler"]["scale"] > 0
 
 
 def test_autocast_is_bf16_on_cpu_only_when_asked():
