@@ -40,8 +40,13 @@ diffusers (``clip_sample``) do for images scaled to [-1, 1]; it matters most for
 schedule (see ``NoiseSchedule.cosine``). DDIM then re-derives eps from the clamped x0_hat, so both
 terms of its update agree (see ``ddim_step``). Samplers run under ``torch.no_grad`` with the model in eval
 mode (its mode is restored afterwards), on the model's device, and show a tqdm bar (``progress=False``
-turns it off). With a ``generator``, noise is drawn on the generator's device, so a seed gives the
-same samples on any device.
+turns it off). With a ``generator`` the starting noise x_{T-1} is drawn on the generator's device, so a
+CPU generator starts every device from the same x_{T-1} (DDIM with eta = 0, which draws nothing else, then
+gives the same samples anywhere). The noise of the steps is drawn on the model's device, from the
+generator if it lives there, else from a generator on that device seeded once from it: no noise is
+copied between devices in the loop. On a GPU a step draws noise only when it uses it (not DDIM with
+eta = 0, not the last step); on a CPU every step draws, so a seed keeps giving the samples it always
+gave, also when one generator is passed to batch after batch.
 
 Classifier-free guidance (Ho & Salimans, 2021; ``guided_eps``): train with labels replaced by a null
 label with probability ``p_uncond``, then sample with eps = eps_uncond + w (eps_cond - eps_uncond).
@@ -193,6 +198,21 @@ def _randn(shape, generator: torch.Generator | None, device, dtype=torch.float32
     """Standard normal noise drawn on the generator's device (so seeds give the same numbers anywhere), then moved."""
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def _draws_every_step(device: torch.device) -> bool:
+    """On a CPU every sampler step draws its noise, used or not, so a seed keeps giving the samples it always gave
+    (drawing costs little next to the model there); elsewhere a step draws only the noise it uses."""
+    return device.type == "cpu"
+
+
+def _generator_on(device: torch.device, generator: torch.Generator | None) -> torch.Generator | None:
+    """``generator`` if it draws on ``device`` (or is None: the global one), else a generator on ``device``
+    seeded once from it, so that a sampling loop draws its noise where it uses it."""
+    if generator is None or generator.device == device:
+        return generator
+    seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
+    return torch.Generator(device).manual_seed(seed)
 
 
 def _null_label(model, null_label: int | None) -> int:
@@ -361,7 +381,7 @@ def _device_of(model, device) -> torch.device:
 
 
 @torch.no_grad()
-def _sample_loop(model, schedule, shape, steps, step_fn, labels, guidance_scale, generator, device,
+def _sample_loop(model, schedule, shape, steps, step_fn, uses_noise, labels, guidance_scale, generator, device,
                  progress, desc, return_trajectory, every, known=None, mask=None):
     device = _device_of(model, device)
     x = _randn(shape, generator, device)  # x_{T-1} ~ N(0, I)
@@ -369,15 +389,20 @@ def _sample_loop(model, schedule, shape, steps, step_fn, labels, guidance_scale,
         labels = torch.as_tensor(labels, device=device).long()
         if labels.shape != (shape[0],):
             raise ValueError(f"labels must have shape ({shape[0]},) to match the batch, got {tuple(labels.shape)}.")
+        if hasattr(model, "check_labels"):
+            model.check_labels(labels)  # once here: the model checks GPU labels at no step of the loop
+    noise_generator = _generator_on(device, generator)
+    every_step = _draws_every_step(device)
     frames: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     with eval_mode(model):
         for i, (t, t_prev) in enumerate(tqdm(list(zip(steps, steps[1:] + [-1])), desc=desc, disable=not progress)):
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
             eps = guided_eps(model, x, t_batch, labels, guidance_scale)
-            noise = _randn(shape, generator, device)
+            noise = _randn(shape, noise_generator, device) if every_step or uses_noise(t, t_prev) else None
             x, x0_hat = step_fn(eps, x, t, t_prev, noise)
             if known is not None:  # inpainting: keep the known pixels, noised to the level of x_{t_prev}
-                known_prev = known if t_prev < 0 else schedule.q_sample(known, t_prev, _randn(shape, generator, device))
+                known_prev = known if t_prev < 0 else schedule.q_sample(known, t_prev,
+                                                                        _randn(shape, noise_generator, device))
                 x = mask * known_prev + (1 - mask) * x
             if return_trajectory and (i % every == 0 or t_prev < 0):
                 frames.append((t, x.cpu(), x0_hat.cpu()))
@@ -418,10 +443,13 @@ def ddpm_sample(
     def step_fn(eps, x, t, t_prev, noise):
         return ddpm_step(schedule, eps, x, t, noise, variance, clip_x0)
 
+    def uses_noise(t, t_prev):
+        return t > 0  # the last step adds no noise
+
     if known is not None:
         device = _device_of(model, device)
         known, mask = known.to(device), mask.to(device, known.dtype)
-    return _sample_loop(model, schedule, shape, steps, step_fn, labels, guidance_scale, generator, device,
+    return _sample_loop(model, schedule, shape, steps, step_fn, uses_noise, labels, guidance_scale, generator, device,
                         progress, "DDPM", return_trajectory, every, known, mask)
 
 
@@ -453,7 +481,10 @@ def ddim_sample(
     def step_fn(eps, x, t, t_prev, noise):
         return ddim_step(schedule, eps, x, t, t_prev, eta, noise, clip_x0)
 
-    return _sample_loop(model, schedule, shape, ts, step_fn, labels, guidance_scale, generator, device,
+    def uses_noise(t, t_prev):
+        return ddim_sigma(schedule, t, t_prev, eta) > 0  # never for eta = 0
+
+    return _sample_loop(model, schedule, shape, ts, step_fn, uses_noise, labels, guidance_scale, generator, device,
                         progress, f"DDIM eta={eta:g}", return_trajectory, every)
 
 

@@ -248,12 +248,19 @@ class UNet(nn.Module):
         labels = torch.as_tensor(labels, device=x.device)
         if labels.shape != (B,) or labels.is_floating_point():
             raise ValueError(f"UNet expects integer labels of shape ({B},), got {labels.dtype} {tuple(labels.shape)}.")
-        if (labels < 0).any() or (labels > cfg.num_classes).any():
+        if labels.device.type == "cpu":  # free here; on a GPU it would wait for the GPU at every step, so the
+            self.check_labels(labels)  # samplers check GPU labels once, before their loop
+        return t, labels.long()
+
+    def check_labels(self, labels: torch.Tensor) -> None:
+        """Raise unless every label lies in [0, num_classes] (num_classes = the null label). Reading the
+        result waits for the GPU, so loops call it once, not at every step."""
+        n = self.config.num_classes
+        if (labels < 0).any() or (labels > n).any():
             raise ValueError(
-                f"labels must lie in [0, {cfg.num_classes}] ({cfg.num_classes} = the null label), "
+                f"labels must lie in [0, {n}] ({n} = the null label), "
                 f"got values in [{labels.min().item()}, {labels.max().item()}]."
             )
-        return t, labels.long()
 
 
 def count_parameters(model: nn.Module) -> int:

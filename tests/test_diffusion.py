@@ -522,3 +522,54 @@ def test_sampler_restores_training_mode_and_works_with_a_unet():
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 autocast on CPU is an option for training
         loss = diffusion_loss(model, s, a, torch.tensor([0, 1]), p_uncond=0.5, generator=gen(1))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def _small_unet():
+    torch.manual_seed(0)
+    return UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), groups=4, attention_heads=2, num_classes=3))
+
+
+@pytest.mark.parametrize("sampler, kwargs, draws_on_gpu", [
+    ("ddim", dict(steps=5, eta=0.0), 1),      # x_{T-1} only: eta = 0 adds no noise
+    ("ddim", dict(steps=5, eta=0.5), 1 + 4),  # no noise on the last step
+    ("ddpm", dict(), 1 + 19),                 # T = 20 steps, no noise on the last one
+])
+def test_samplers_draw_noise_on_the_device_only_when_it_is_used(monkeypatch, sampler, kwargs, draws_on_gpu):
+    """On the meta device (it holds no values: any read of one raises, so this also shows that the loop
+    never waits for the device) a sampler draws only the noise it uses, on that device, and checks the
+    labels once; on a CPU every step draws, so a seed keeps giving the samples it gave before."""
+    import course_lib.diffusion as diffusion
+
+    schedule = NoiseSchedule.linear(20)
+    draws, checks = [], []
+    real_randn = diffusion._randn
+    monkeypatch.setattr(diffusion, "_randn", lambda shape, g, device, *a: draws.append(device) or real_randn(shape, g, device, *a))
+    sample = ddim_sample if sampler == "ddim" else ddpm_sample
+    for device in ("meta", "cpu"):
+        model = _small_unet().to(device)
+        monkeypatch.setattr(model, "check_labels", lambda labels: checks.append(labels.device.type))
+        draws.clear()
+        sample(model, schedule, (2, 1, 8, 8), labels=torch.tensor([0, 1]), guidance_scale=2.0, progress=False,
+               **kwargs)
+        steps = kwargs.get("steps", 20)
+        assert len(draws) == (draws_on_gpu if device == "meta" else 1 + steps)
+        assert {torch.device(d).type for d in draws} == {device}
+    assert checks.count("meta") == 1  # once per call, not at every step (CPU labels the model checks itself)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_skipping_unused_noise_changes_no_sample(monkeypatch, eta):
+    """Within one call the noise a step does not use is never looked at, so skipping it (as on a GPU)
+    gives the same samples as drawing it (as on a CPU)."""
+    import course_lib.diffusion as diffusion
+
+    model, schedule = _small_unet(), NoiseSchedule.linear(20)
+
+    def run():
+        return (ddim_sample(model, schedule, (2, 1, 8, 8), steps=5, eta=eta, generator=gen(3), progress=False),
+                ddpm_sample(model, schedule, (2, 1, 8, 8), generator=gen(4), progress=False))
+
+    every_step = run()
+    monkeypatch.setattr(diffusion, "_draws_every_step", lambda device: False)
+    only_used = run()
+    assert all(torch.equal(a, b) for a, b in zip(every_step, only_used))

@@ -122,3 +122,15 @@ def test_wrong_t_and_label_inputs_raise_clear_errors():
         small_unet(num_classes=None)(x, t, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="divisible by groups"):
         UNet(UNetConfig(base_channels=12, groups=8))
+
+
+def test_labels_on_a_gpu_are_not_read_at_every_forward():
+    """Checking label values waits for the GPU, and a sampler calls the model at every step: the model checks
+    CPU labels itself and leaves device labels to ``check_labels``, which samplers call once. On the meta
+    device, which holds no values, a read would raise."""
+    model = small_unet().to("meta")
+    x = torch.empty(2, 1, 28, 28, device="meta")
+    labels = torch.tensor([0, 11], device="meta")  # out of range, and nobody looks at every step
+    assert model(x, torch.zeros(2, dtype=torch.long, device="meta"), labels).shape == (2, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\]"):
+        small_unet().check_labels(torch.tensor([0, 11]))
