@@ -42,13 +42,18 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generat
     """Seed Python, NumPy and torch (all devices); return a seeded CPU generator.
 
     ``deterministic=True`` also asks torch for deterministic kernels (slower; used by
-    tests so that reruns agree bit for bit on the same machine).
+    tests so that reruns agree bit for bit on the same machine). On CUDA some operations have no
+    deterministic kernel (e.g. the backward pass of nearest-neighbour upsampling); torch then warns
+    instead of raising, and such a run may differ in the last bits from the one before.
     """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+        # cuBLAS repeats its matrix products only with a fixed workspace; it reads this variable when it starts
+        # (at the process's first CUDA matrix product), and torch raises on any other value
+        if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+        torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
         torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)

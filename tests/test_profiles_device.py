@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -107,3 +109,25 @@ def test_smoke_profile_runs_deterministically(monkeypatch):
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("preset", [None, "bad", ":16:8"])
+def test_deterministic_mode_on_cuda_sets_up_cublas_and_only_warns(monkeypatch, preset):
+    """On a GPU (faked here) the smoke profile's deterministic mode must not stop a notebook: cuBLAS gets a
+    valid workspace setting, and ops without a deterministic CUDA kernel warn instead of raising."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset-me")  # so that monkeypatch restores the variable
+    if preset is None:
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    else:
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", preset)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    seed_everything(0, deterministic=True)  # the deterministic state is restored by tests/conftest.py
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == (preset if preset == ":16:8" else ":4096:8")
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def test_deterministic_mode_on_cpu_raises_on_nondeterministic_ops(monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # restored afterwards
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seed_everything(0, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
