@@ -278,9 +278,11 @@ def train_classifier(x, y, steps: int = 1000, batch_size: int = 128, lr: float =
     x, y = _check_labelled(x, y, n_classes, "train")
     device = torch.device(device) if device is not None else get_device()
     order_rng = torch.Generator().manual_seed(seed)  # batch order
-    forked = [device] if device.type != "cpu" else []
-    # device_type must name a backend even when nothing is forked (older torch releases reject None)
-    with torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
+    # Fork the CUDA generator too (the CPU one always is). fork_rng's device_type must name a backend: torch 2.3
+    # (the lowest we declare) rejects None. MPS is not forked: older releases' torch.mps.get_rng_state() takes
+    # no device argument, which fork_rng passes (so a run on MPS leaves MPS's global generator reseeded).
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked, device_type="cuda"):
         torch.manual_seed(seed)  # weight initialisation (and dropout, if the model has any)
         model = (model if model is not None else small_cnn(n_classes)).to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
