@@ -50,6 +50,17 @@ def test_notebook_anatomy(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_exercise_check_is_shown_rejecting_a_wrong_answer(path):
+    """A check that accepts wrong answers checks nothing: each solution cell that runs a check must also
+    assert that the same check rejects at least one classic mistake (``rejects``, run by nbval)."""
+    solutions = [c.source for c in nbformat.read(path, as_version=4).cells
+                 if c.cell_type == "code" and "(solution)" in c.source and "check_exercise(" in c.source]
+    assert solutions, "no solution cell runs check_exercise"
+    lacking = [s.splitlines()[1][:60] for s in solutions if not re.search(r"^assert .*\brejects\(", s, re.MULTILINE)]
+    assert not lacking, f"solution cells whose check is never shown rejecting a wrong answer: {lacking}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runtime_table_has_numbers_or_says_unmeasured(path):
     first = nbformat.read(path, as_version=4).cells[0].source
     for row in re.findall(r"^\| `(?:smoke|cpu|gpu)` \|.*$", first, flags=re.MULTILINE):
