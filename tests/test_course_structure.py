@@ -31,8 +31,8 @@ def test_notebook_anatomy(path):
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     first = nb.cells[0]
-    assert first.cell_type == "markdown" and re.match(rf"# {path.stem[:2]} · \S", first.source), \
-        "first cell: '# NN · Title'"
+    assert first.cell_type == "markdown" and re.match(rf"# {path.stem.split('_')[0]} · \S", first.source), \
+        "first cell: '# NN · Title' (NN: the file's number, e.g. 08b)"
     text = markdown(nb)
     for heading in ["Learning objectives", "Prerequisites", "Runtime"]:
         assert f"**{heading}" in first.source, f"first cell lacks {heading}"
