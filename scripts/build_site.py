@@ -86,7 +86,7 @@ def describe(path: Path, syllabus: dict[str, str]) -> Entry:
         paragraphs = [p.strip() for p in first.split("\n\n")[1:]]
         prose = next((p for p in paragraphs if p and not p.startswith(("[![", "|", "**", "-", "#"))), "")
         description = re.split(r"(?<=[.!?])\s", " ".join(prose.split()), maxsplit=1)[0]
-    return Entry(path, path.stem[:2], title, description)
+    return Entry(path, path.stem.split("_")[0], title, description)
 
 
 def _exporters():
@@ -136,7 +136,7 @@ def _link_notebooks(text: str, stems: set[str]) -> str:
     def repl(m: re.Match) -> str:
         stem = m.group(2)
         return f'href="{stem}.html{m.group(3) or ""}"' if stem in stems else m.group(0)
-    return re.sub(r'href="((?:\.\./)?(?:notebooks/)?|\./)(\d\d_[\w-]+)\.ipynb(#[^"]*)?"', repl, text)
+    return re.sub(r'href="((?:\.\./)?(?:notebooks/)?|\./)(\d\d[a-z]?_[\w-]+)\.ipynb(#[^"]*)?"', repl, text)
 
 
 def decorate(page: str, entries: list[Entry], i: int, slides: bool) -> str:

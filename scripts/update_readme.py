@@ -33,6 +33,7 @@ SYLLABUS = [
     ("06_cyclegan", "Unpaired image-to-image translation with cycle consistency"),
     ("07_ddpm", "Diffusion: forward process, noise schedules, epsilon-prediction, a small UNet"),
     ("08_ddim_guidance", "DDIM fast sampling, classifier-free guidance, spoken-digit diffusion"),
+    ("08b_latent_text_to_image", "Latent diffusion with a frozen text encoder and cross-attention: text-to-image in miniature"),
     ("09_attention_transformer", "Scaled dot-product attention, masks, positional encodings, the Transformer block"),
     ("10_gpt", "A GPT language model on Shakespeare and Tang poems; BPE, sampling, KV cache"),
     ("11_seq2seq_translation", "Encoder-decoder translation on Multi30k, beam search, BLEU"),
@@ -138,7 +139,7 @@ def workshop_table(records: list[dict], stale: dict) -> str:
             continue
         cpu, gpu = (timed(times.get((stem, p)), (stem, p) in stale) for p in ("cpu", "gpu"))
         slow = "; ".join(f"{section} ({format_seconds(s)})" for section, s in slow_cells(path)) or "nothing: run it live"
-        rows.append(f"| {stem[:2]} | {cpu} | {gpu} | {slow} | {SHOW_FROM_OUTPUTS.get(stem, '')} |")
+        rows.append(f"| {stem.split('_')[0]} | {cpu} | {gpu} | {slow} | {SHOW_FROM_OUTPUTS.get(stem, '')} |")
     return "\n".join(rows) + (f"\n\n{SEE_RESULTS}" if stale else "")
 
 

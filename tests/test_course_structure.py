@@ -31,8 +31,8 @@ def test_notebook_anatomy(path):
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     first = nb.cells[0]
-    assert first.cell_type == "markdown" and re.match(rf"# {path.stem[:2]} · \S", first.source), \
-        "first cell: '# NN · Title'"
+    assert first.cell_type == "markdown" and re.match(rf"# {path.stem.split('_')[0]} · \S", first.source), \
+        "first cell: '# NN · Title' (NN: the file's number, e.g. 08b)"
     text = markdown(nb)
     for heading in ["Learning objectives", "Prerequisites", "Runtime"]:
         assert f"**{heading}" in first.source, f"first cell lacks {heading}"
@@ -47,6 +47,17 @@ def test_notebook_anatomy(path):
     assert hidden, "exercise solutions live in hidden cells"
     assert "record_results(" in nb.cells[-2].source + nb.cells[-1].source + "".join(
         c.source for c in nb.cells[-4:]), "the notebook ends by recording its results"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_exercise_check_is_shown_rejecting_a_wrong_answer(path):
+    """A check that accepts wrong answers checks nothing: each solution cell that runs a check must also
+    assert that the same check rejects at least one classic mistake (``rejects``, run by nbval)."""
+    solutions = [c.source for c in nbformat.read(path, as_version=4).cells
+                 if c.cell_type == "code" and "(solution)" in c.source and "check_exercise(" in c.source]
+    assert solutions, "no solution cell runs check_exercise"
+    lacking = [s.splitlines()[1][:60] for s in solutions if not re.search(r"^assert .*\brejects\(", s, re.MULTILINE)]
+    assert not lacking, f"solution cells whose check is never shown rejecting a wrong answer: {lacking}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -59,7 +59,7 @@ def test_every_notebook_has_a_page_with_all_its_figures(site):
         assert page.count('src="data:image/png;base64,') == png_outputs(nb), \
             f"{stem}.html: embedded PNG figures differ from the notebook's stored image/png outputs"
         assert entry.title and entry.title in page.replace("&middot;", "·")
-        assert entry.title.startswith(stem[:2] + " · ")
+        assert entry.title.startswith(stem.split("_")[0] + " · ")
 
 
 def test_contents_page_links_every_page_in_order_and_pages_link_their_neighbours(site):
