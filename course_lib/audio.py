@@ -37,8 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .precision import precision_policy
-from .train import accuracy, cosine_lr  # accuracy is re-exported: notebook 08 scores its classifier with it
+from .train import accuracy, cosine_lr, fit  # accuracy is re-exported: notebook 08 scores its classifier with it
 
 
 @dataclass
@@ -239,23 +238,19 @@ def train_digit_classifier(images: torch.Tensor, labels: torch.Tensor, steps: in
     x, y = images.to(device), labels.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        clf = DigitClassifier().to(device)
+        clf = DigitClassifier()
         opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)))
-        policy = precision_policy(device)
-        scaler = policy.grad_scaler()  # a pass-through unless fp16
         g = torch.Generator().manual_seed(seed + 1)
-        clf.train()
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (batch_size,), generator=g)
-            shift = int(torch.randint(-3, 4, (), generator=g))  # small time shifts as augmentation
-            with policy.autocast():
-                loss = F.cross_entropy(clf(torch.roll(x[idx], shift, dims=3)), y[idx])
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
+
+        def batches():
+            while True:
+                idx = torch.randint(0, len(x), (batch_size,), generator=g)
+                shift = int(torch.randint(-3, 4, (), generator=g))  # small time shifts as augmentation
+                yield torch.roll(x[idx], shift, dims=3), y[idx]
+
+        fit(clf, opt, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batches(), steps=steps, device=device,
+            scheduler=sched, progress=False)
     return clf.eval()
 
 

@@ -40,21 +40,21 @@ Usage::
     scores = evaluate_translation(model, test.x, test.y)                # label accuracy, pixel errors
 
 ``generator_step`` and ``discriminator_step`` are one training step each, written to be read
-line by line; ``train_cyclegan`` just alternates them with a tqdm bar.
+line by line; ``train_cyclegan`` alternates them in the course's training loop (``train.train_loop``).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .gan import discriminator_loss, generator_loss
 from .precision import Precision, precision_policy
-from .train import History, eval_mode
+from .train import History, eval_mode, optimizer_step, train_loop
 
 
 @dataclass
@@ -299,10 +299,7 @@ def generator_step(model: CycleGAN, opt_g: torch.optim.Optimizer, real_a: torch.
     set_requires_grad([model.d_a, model.d_b], False)  # no gradients into D: faster, and D stays as it is
     with policy.autocast():
         total, terms, fakes = generator_losses(model, real_a, real_b, **weights)
-    opt_g.zero_grad(set_to_none=True)
-    scaler.scale(total).backward()
-    scaler.step(opt_g)
-    scaler.update()
+    optimizer_step(total, opt_g, scaler)
     set_requires_grad([model.d_a, model.d_b], True)
     terms["g_total"] = total.detach()
     return terms, fakes
@@ -317,10 +314,7 @@ def discriminator_step(model: CycleGAN, opt_d: torch.optim.Optimizer, real_a: to
     scaler = scaler if scaler is not None else policy.grad_scaler()
     with policy.autocast():
         total, terms = discriminator_losses(model, real_a, real_b, fake_a, fake_b)
-    opt_d.zero_grad(set_to_none=True)
-    scaler.scale(total).backward()
-    scaler.step(opt_d)
-    scaler.update()
+    optimizer_step(total, opt_d, scaler)
     return terms
 
 
@@ -335,40 +329,36 @@ def random_batches(x: torch.Tensor, batch_size: int, generator: torch.Generator 
 
 def train_cyclegan(model: CycleGAN, a: torch.Tensor, b: torch.Tensor, *, steps: int, batch_size: int = 64,
                    device: torch.device | str | None = None, generator: torch.Generator | None = None,
-                   history: History | None = None, log_every: int = 10, progress: bool = True,
-                   desc: str = "CycleGAN", amp: bool | None = None, **weights: float) -> History:
+                   amp: bool | None = None, lambda_cycle: float | None = None, lambda_identity: float | None = None,
+                   **loop: Any) -> History:
     """Alternate ``generator_step`` and ``discriminator_step`` for ``steps`` steps on random batches.
 
-    ``a`` and ``b`` are the two (unpaired) training sets on the CPU; ``weights`` may override
-    ``lambda_cycle`` / ``lambda_identity`` (e.g. ``lambda_cycle=0`` for the ablation). Returns a
-    :class:`~course_lib.train.History` of every loss term (``g_total``, ``gan_ab``, ``cycle_a``, ``d_a``, ...).
+    ``a`` and ``b`` are the two (unpaired) training sets on the CPU; ``lambda_cycle`` / ``lambda_identity``
+    override the config's weights (e.g. ``lambda_cycle=0`` for the ablation). Returns a
+    :class:`~course_lib.train.History` of every loss term (``g_total``, ``d_a``, ``d_b``, ``gan_ab``, ``cycle_a``, ...).
     ``amp``: mixed precision as ``course_lib.precision`` chooses (None), off (False) or also on a CPU (True).
-    The terms are read (and the total checked for inf / NaN) only at logging steps.
+    The other keywords go to ``course_lib.train.train_loop`` (``history``, ``log_every``, ``progress``, ``desc``).
     """
     check_images(a, "train_cyclegan (a)", model.config.channels)
     check_images(b, "train_cyclegan (b)", model.config.channels)
-    unknown = set(weights) - {"lambda_cycle", "lambda_identity"}
-    if unknown:
-        raise TypeError(f"train_cyclegan: unknown keyword(s) {sorted(unknown)}; use lambda_cycle / lambda_identity.")
+    misspelt = [k for k in loop if k.startswith("lambda")]
+    if misspelt:
+        raise TypeError(f"train_cyclegan: unknown keyword(s) {misspelt}; the loss weights are lambda_cycle / lambda_identity.")
+    weights = {k: v for k, v in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity)) if v is not None}
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).train()
     opt_g, opt_d = model.optimizers()
-    history = history if history is not None else History()
-    batches_a, batches_b = random_batches(a, batch_size, generator), random_batches(b, batch_size, generator)
     policy = precision_policy(device, amp)
     scaler_g, scaler_d = policy.grad_scaler(), policy.grad_scaler()  # one per optimizer (pass-throughs unless fp16)
-    finite = torch.ones((), dtype=torch.bool, device=device)
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
-    for step in bar:
-        real_a, real_b = next(batches_a).to(device), next(batches_b).to(device)  # (B, 1, 28, 28) each
+
+    def cyclegan_step(batches, step, progress) -> dict[str, torch.Tensor]:
+        real_a, real_b = next(batches)  # (B, 1, 28, 28) each
         terms, (fake_a, fake_b) = generator_step(model, opt_g, real_a, real_b, policy, scaler_g, **weights)
-        terms.update(discriminator_step(model, opt_d, real_a, real_b, fake_a, fake_b, policy, scaler_d))
-        finite &= torch.isfinite(terms["g_total"])  # on the device: no waiting for the GPU here
-        if step % log_every == 0 or step == steps - 1:  # the only place that waits for the GPU
-            if not finite.item():
-                raise FloatingPointError(f"The generator loss became inf or NaN by step {step}; lower the lr.")
-            history.log(step, **terms)
-            bar.set_postfix(g=f"{terms['g_total']:.3g}", d_a=f"{terms['d_a']:.3g}", d_b=f"{terms['d_b']:.3g}")
+        d_terms = discriminator_step(model, opt_d, real_a, real_b, fake_a, fake_b, policy, scaler_d)
+        return {"g_total": terms.pop("g_total"), **d_terms, **terms}  # the progress bar shows the first five
+
+    pairs = zip(random_batches(a, batch_size, generator), random_batches(b, batch_size, generator))
+    history = train_loop(cyclegan_step, pairs, steps=steps, device=device, **{"desc": "CycleGAN", **loop})
     model.eval()
     return history
 

@@ -33,16 +33,16 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .precision import precision_policy
-from .train import EMA, History, _cycle, eval_mode, to_device
+from .train import EMA, History, eval_mode, optimizer_step, train_loop
 
 LOSS_KINDS = ("saturating", "non_saturating", "least_squares", "wasserstein")
 
@@ -285,15 +285,9 @@ def train_gan(
     n_critic: int = 1,
     gp_weight: float = 0.0,
     device: torch.device | str | None = None,
-    history: History | None = None,
-    log_every: int = 10,
-    callback: Callable[[int], None] | None = None,
-    callback_every: int = 100,
-    progress: bool = True,
-    desc: str = "GAN",
     ema: EMA | None = None,
-    start_step: int = 0,
     amp: bool | None = None,
+    **loop: Any,
 ) -> History:
     """Alternate ``n_critic`` discriminator steps and one generator step, ``steps`` times.
 
@@ -301,33 +295,28 @@ def train_gan(
     a conditional pair (``num_classes > 0``) uses each batch's labels for its fakes too.
     Logged: ``d_loss``, ``g_loss``, ``d_real`` / ``d_fake`` (mean D(x) as a probability for the
     BCE kinds, the mean raw score otherwise), ``grad_norm`` with the gradient penalty.
-    ``callback(step)`` runs every ``callback_every`` steps (e.g. to save snapshots for an animation).
-    ``ema`` (a ``course_lib.train.EMA`` of the generator) is updated after every generator step;
-    ``start_step`` continues a run from that step (the caller keeps the optimizers).
+    ``ema`` (a ``course_lib.train.EMA`` of the generator) is updated after every generator step.
     ``amp``: mixed precision as ``course_lib.precision`` chooses (None), off (False) or also on a CPU (True);
-    the gradient penalty is always computed in fp32. The losses are read (and checked for inf / NaN)
-    only at logging steps, so the loop does not wait for the GPU after every step.
+    the gradient penalty is always computed in fp32. The other keywords go to ``course_lib.train.train_loop``
+    (``history``, ``log_every``, ``desc``, ``progress``, ``start_step`` to continue a run whose optimizers the
+    caller keeps, ``callback`` with ``callback_every``, e.g. to save snapshots for an animation, ...).
     """
     _check_kind(loss)
     device = torch.device(device) if device is not None else next(generator.parameters()).device
     generator.to(device).train()
     discriminator.to(device).train()
-    history = history if history is not None else History()
     conditional = getattr(generator, "num_classes", 0) > 0
     score = torch.sigmoid if loss in ("saturating", "non_saturating") else (lambda t: t)
-    batches = _cycle(data)
     policy = precision_policy(device, amp)
     scaler_d, scaler_g = policy.grad_scaler(), policy.grad_scaler()  # one per optimizer (pass-throughs unless fp16)
-    finite = torch.ones((), dtype=torch.bool, device=device)  # on the device: checked at logging steps only
 
     def fakes(n: int, labels: torch.Tensor | None) -> torch.Tensor:
         z = torch.randn(n, generator.latent_dim, device=device)  # (B, latent_dim)
         return generator(z, labels if conditional else None)
 
-    bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, initial=start_step, total=steps)
-    for step in bar:
+    def gan_step(batches, step, progress) -> dict[str, torch.Tensor]:
         for _ in range(n_critic):  # 1) discriminator / critic: real -> high, fake -> low
-            x, y = _split(to_device(next(batches), device))
+            x, y = _split(next(batches))
             y = y if conditional else None
             with policy.autocast():
                 fake = fakes(x.shape[0], y).detach()  # no gradient into G during D's step
@@ -337,33 +326,19 @@ def train_gan(
                     with policy.fp32():
                         gp, norms = gradient_penalty(discriminator, x, fake.float(), y)
                     d_loss = d_loss + gp_weight * gp
-            opt_d.zero_grad(set_to_none=True)
-            scaler_d.scale(d_loss).backward()
-            scaler_d.step(opt_d)
-            scaler_d.update()
+            optimizer_step(d_loss, opt_d, scaler_d)
         with policy.autocast():
             g_loss = generator_loss(discriminator(fakes(x.shape[0], y), y), loss)  # 2) generator: fool D
-        opt_g.zero_grad(set_to_none=True)
-        scaler_g.scale(g_loss).backward()  # D's parameters receive gradients too; opt_d zeroes them before its next step
-        scaler_g.step(opt_g)
-        scaler_g.update()
+        optimizer_step(g_loss, opt_g, scaler_g)  # D's parameters receive gradients too; opt_d zeroes them first
         if ema is not None:
             ema.update(generator)
-        finite &= torch.isfinite(d_loss.detach()) & torch.isfinite(g_loss.detach())
-        if step % log_every == 0 or step == steps - 1:  # the only place that waits for the GPU
-            if not finite.item():
-                raise FloatingPointError(f"GAN losses became inf or NaN by step {step} (D {d_loss.item()}, "
-                                         f"G {g_loss.item()}). Lower the learning rates or check the data range.")
-            logged = {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                      "d_real": score(real_out.detach()).mean().item(),
-                      "d_fake": score(fake_out.detach()).mean().item()}
-            if gp_weight > 0:
-                logged["grad_norm"] = norms.mean().item()
-            history.log(step, **logged)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()})
-        if callback is not None and (step + 1) % callback_every == 0:
-            callback(step + 1)
-    return history
+        logged = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                  "d_real": score(real_out.detach()).mean(), "d_fake": score(fake_out.detach()).mean()}
+        if gp_weight > 0:
+            logged["grad_norm"] = norms.mean()
+        return logged
+
+    return train_loop(gan_step, data, steps=steps, device=device, **{"desc": "GAN", **loop})
 
 
 @torch.no_grad()

@@ -58,12 +58,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .device import get_device
 from .fcd import _check_images
-from .precision import precision_policy
 from .train import accuracy as train_accuracy
+from .train import fit
 
 
 def _as_matrix(x, name: str) -> torch.Tensor:
@@ -284,22 +283,19 @@ def train_classifier(x, y, steps: int = 1000, batch_size: int = 128, lr: float =
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked, device_type="cuda"):
         torch.manual_seed(seed)  # weight initialisation (and dropout, if the model has any)
-        model = (model if model is not None else small_cnn(n_classes)).to(device).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        policy = precision_policy(device, amp)
-        scaler = policy.grad_scaler()  # a pass-through unless fp16
+        model = model if model is not None else small_cnn(n_classes)
         x, y = x.to(device), y.to(device)
-        order = torch.empty(0, dtype=torch.long)
-        for _ in tqdm(range(steps), desc="classifier", disable=not progress):
-            if len(order) < batch_size:
-                order = torch.cat([order, torch.randperm(len(y), generator=order_rng)])
-            idx, order = order[:batch_size].to(device), order[batch_size:]
-            with policy.autocast():
-                loss = F.cross_entropy(model(x[idx]), y[idx])  # x[idx]: (B, 1, 28, 28)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+
+        def batches():  # epochs of a seeded permutation
+            order = torch.empty(0, dtype=torch.long)
+            while True:
+                if len(order) < batch_size:
+                    order = torch.cat([order, torch.randperm(len(y), generator=order_rng)])
+                idx, order = order[:batch_size].to(device), order[batch_size:]
+                yield x[idx], y[idx]  # (B, 1, 28, 28), (B,)
+
+        fit(model, torch.optim.Adam(model.parameters(), lr=lr), lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+            batches(), steps=steps, device=device, amp=amp, progress=progress, desc="classifier")
     return model.eval()
 
 

@@ -1,4 +1,4 @@
-"""A small, readable training loop and checkpoints.
+"""The course's one training loop, and checkpoints.
 
 Models stay plain ``nn.Module``s; a notebook supplies a ``loss_fn(model, batch)`` that returns
 the loss (or ``(loss, {"name": value, ...})`` to log more numbers) and calls::
@@ -6,19 +6,22 @@ the loss (or ``(loss, {"name": value, ...})`` to log more numbers) and calls::
     history = fit(model, optimizer, loss_fn, loader, steps=2_000, device=device)
     plot_history(history)
 
-``fit`` shows a tqdm progress bar, keeps a loss history, trains in the device's mixed precision
-(``course_lib.precision``: bf16 on recent GPUs, fp16 with a GradScaler on older ones, fp32 on CPU),
-optionally ``torch.compile``s the model, and with ``checkpoint=path`` saves and resumes
-training (model, optimizer, step and history) with atomic writes and
-``torch.load(weights_only=True)``. It waits for the GPU only at logging steps: the loss is read,
-and checked for inf / NaN, every ``log_every`` steps, not after every step.
+Models whose step is more than "one loss, one optimizer" (a GAN's critic and generator steps, a
+CycleGAN's four networks) write a step function and hand it to ``train_loop``, the one loop behind
+``fit``: it draws the batches, keeps the budget (steps or seconds), the tqdm bar and the loss
+history, checks for inf / NaN, calls back, and saves and resumes checkpoints (atomic writes,
+``torch.load(weights_only=True)``). It waits for the GPU only at logging steps: the losses are read,
+and checked, every ``log_every`` steps, not after every step. Training runs in the device's mixed
+precision (``course_lib.precision``: bf16 on recent GPUs, fp16 with a GradScaler on older ones, fp32
+on CPU); ``optimizer_step`` is the one update (zero, backward, clip, step) that every loop uses.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ class History:
 
     def __init__(self) -> None:
         self.records: dict[str, list[tuple[int, float]]] = {}
+        self.step, self.seconds, self.diverged = 0, 0.0, False  # set by train_loop: steps done, training time
 
     def log(self, step: int, **metrics: float) -> None:
         for name, value in metrics.items():
@@ -182,7 +186,132 @@ def _cycle(data: Iterable):
             empty = False
             yield batch
         if empty:
-            raise ValueError("The data given to fit() yielded no batches.")
+            raise ValueError("The data given to the training loop yielded no batches.")
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   grad_clip: float | None = None, params: Iterable[torch.Tensor] | None = None) -> None:
+    """One update: zero the gradients, backpropagate ``loss`` (scaled for fp16), clip, step.
+
+    ``scaler`` is ``precision_policy(device).grad_scaler()``: it scales the loss so that small fp16
+    gradients survive, and is a pass-through for bf16 and fp32. Clipping acts on the true (unscaled)
+    gradients of ``params`` (default: the parameters this optimizer updates).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        if params is None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)  # fp16: skipped if a gradient overflowed
+    scaler.update()
+
+
+def train_loop(
+    step_fn: Callable[[Iterator, int, float], dict[str, Any]],
+    data: Iterable,
+    *,
+    steps: int | None = None,
+    seconds: float | None = None,
+    device: torch.device | str = "cpu",
+    history: History | None = None,
+    log_every: int = 10,
+    desc: str = "train",
+    progress: bool = True,
+    start_step: int = 0,
+    callback: Callable[[int], None] | None = None,
+    callback_every: int | None = None,
+    callback_points: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    state: dict[str, Any] | None = None,
+    on_nonfinite: str = "raise",
+) -> History:
+    """The course's one training loop; the model-specific part is ``step_fn``.
+
+    ``step_fn(batches, step, progress)`` runs one training step, drawing as many batches as it needs
+    from ``batches`` (an endless iterator over ``data``, each batch already on ``device``), and returns
+    the numbers to log as a dict of tensors (or floats). ``progress`` in [0, 1] is the share of the
+    budget used so far, for schedules that follow it. The loop does the rest, once for every model:
+
+    - the budget: ``steps`` optimizer steps, or ``seconds`` of training time, or both (whichever ends
+      first); a tqdm bar shows steps, or percent of a time budget;
+    - logging: every ``log_every`` steps (and at the last step) the values are read into ``history`` and
+      checked for inf / NaN. These are the only moments that wait for the GPU. ``on_nonfinite``:
+      "raise" a FloatingPointError, or "stop" the run and set ``history.diverged`` (a learning-rate
+      search wants the diverged run's score, not an exception);
+    - ``callback(step)`` after every ``callback_every`` steps, or at ``callback_points`` moments evenly
+      spread over the budget; its time is not counted as training time;
+    - ``checkpoint``: resume from the file if it exists, save every ``checkpoint_every`` steps and at the
+      end. ``state`` names what to save (objects with ``state_dict``/``load_state_dict``: models,
+      optimizers, schedulers, an EMA, a GradScaler).
+
+    ``start_step`` continues a run from that step. Returns ``history``; during and after the run
+    ``history.step`` is the number of steps done and ``history.seconds`` the training time of this call.
+    """
+    if steps is None and seconds is None:
+        raise ValueError("train_loop needs a budget: steps=..., seconds=..., or both.")
+    if on_nonfinite not in ("raise", "stop"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'stop', got {on_nonfinite!r}.")
+    device = torch.device(device)
+    history = history if history is not None else History()
+    state = state or {}
+    step = start_step
+    if checkpoint is not None and Path(checkpoint).is_file():
+        saved = load_checkpoint(checkpoint, map_location=device)
+        for name, obj in state.items():
+            if name in saved:
+                obj.load_state_dict(saved[name])
+        history.load_state_dict(saved["history"])
+        step = int(saved["step"])
+
+    def save(at: int) -> None:
+        save_checkpoint(checkpoint, step=at, history=history.state_dict(),
+                        **{name: obj.state_dict() for name, obj in state.items()})
+
+    def used(step: int, clock: float) -> float:  # share of the budget spent
+        return max(step / steps if steps else 0.0, clock / seconds if seconds else 0.0)
+
+    batches = (to_device(b, device) for b in _cycle(data))
+    by_time = steps is None
+    bar = tqdm(total=100 if by_time else steps, initial=0 if by_time else step, desc=desc, disable=not progress,
+               unit="%" if by_time else "it")
+    finite = torch.ones((), dtype=torch.bool, device=device)  # stays True while every logged value is finite
+    checked, clock, next_point, first = step, 0.0, 1, step
+    history.diverged = False
+    while used(step, clock) < 1:
+        start = time.perf_counter()
+        logged = step_fn(batches, step, used(step, clock))
+        for value in logged.values():
+            if isinstance(value, torch.Tensor):
+                finite &= torch.isfinite(value.detach()).all()  # on the device: no waiting for the GPU here
+        last = used(step + 1, clock + time.perf_counter() - start) >= 1
+        if step % log_every == 0 or last:  # the only place that waits for the GPU
+            if not finite.item():
+                if on_nonfinite == "stop":
+                    history.diverged = True
+                    break
+                raise FloatingPointError(
+                    f"A loss became inf or NaN between steps {checked} and {step}. Lower the learning rate, "
+                    "check the inputs' range, or clip gradients (grad_clip=1.0).")
+            checked = step + 1
+            values = {k: float(v) for k, v in logged.items()}
+            history.log(step, **values)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:5]})  # the first five
+        step, clock = step + 1, clock + time.perf_counter() - start  # on a GPU, exact at logging steps
+        history.step, history.seconds = step, clock
+        bar.update(int(100 * min(1.0, used(step, clock))) - bar.n if by_time else 1)
+        if callback is not None and ((callback_every and step % callback_every == 0)
+                                     or (callback_points and used(step, clock) >= next_point / callback_points)):
+            callback(step)
+            next_point += 1
+        if checkpoint is not None and step % checkpoint_every == 0:
+            save(step)
+    bar.close()
+    if checkpoint is not None and step > first:
+        save(step)
+    return history
 
 
 def fit(
@@ -191,98 +320,55 @@ def fit(
     loss_fn: Callable[[nn.Module, Any], torch.Tensor | tuple[torch.Tensor, dict[str, float]]],
     data: Iterable,
     *,
-    steps: int,
+    steps: int | None = None,
+    seconds: float | None = None,
     device: torch.device | str | None = None,
-    history: History | None = None,
-    log_every: int = 10,
     amp: bool | None = None,
     compile: bool = False,
     grad_clip: float | None = None,
     scheduler: Any = None,
-    checkpoint: str | Path | None = None,
-    checkpoint_every: int = 500,
-    progress: bool = True,
-    desc: str = "train",
+    schedule: Callable[[float], float] | None = None,
     ema: EMA | None = None,
-    start_step: int = 0,
+    **loop: Any,
 ) -> History:
-    """Train until optimizer step ``steps`` over ``data`` (cycled as often as needed).
+    """Train ``model`` on ``loss_fn(model, batch)`` over ``data`` (cycled as often as needed).
 
-    With ``checkpoint`` set, an existing checkpoint is resumed from (model, optimizer,
-    scheduler, EMA, step, history) and a new one is written every ``checkpoint_every`` steps
-    and at the end. ``ema`` (an :class:`EMA`) is updated after every optimizer step.
-    ``start_step`` continues a run from that step (for callers that keep the optimizer and
-    scheduler themselves and train in segments). ``amp``: None = the device's mixed precision
-    (``course_lib.precision``), False = fp32, True = mixed precision also on a CPU (bf16).
+    ``loss_fn`` returns the loss, or ``(loss, {"name": value, ...})`` to log more numbers. The budget is
+    ``steps`` optimizer steps or ``seconds`` of training (or both). Learning rate: ``scheduler`` (a torch
+    scheduler, stepped after every step) or ``schedule(progress)``, a multiplier of each parameter
+    group's initial rate as a function of the share of the budget used (e.g. ``cosine_schedule()``;
+    the one to use with a time budget). ``ema`` (an :class:`EMA`) is updated after every step.
+    ``amp``: None = the device's mixed precision (``course_lib.precision``), False = fp32, True = mixed
+    precision also on a CPU (bf16). The remaining keywords go to :func:`train_loop` (``history``,
+    ``log_every``, ``desc``, ``progress``, ``start_step``, ``callback``, ``checkpoint``,
+    ``on_nonfinite``, ...); a checkpoint holds the model, optimizer, scheduler, EMA and GradScaler.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.to(device)
+    model.to(device).train()
     policy = precision_policy(device, amp)
     scaler = policy.grad_scaler()  # scales the loss for fp16; a pass-through for bf16 and fp32
-    history = history if history is not None else History()
-    start = start_step
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and "scheduler" in state:
-            scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        if scaler.is_enabled() and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        history.load_state_dict(state["history"])
-        start = int(state["step"])
-
-    def save(step: int) -> None:
-        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                     history=history.state_dict())
-        if scheduler is not None:
-            state["scheduler"] = scheduler.state_dict()
-        if ema is not None:
-            state["ema"] = ema.state_dict()
-        if scaler.is_enabled():
-            state["scaler"] = scaler.state_dict()
-        save_checkpoint(checkpoint, **state)
-
     step_model = torch.compile(model) if compile else model
-    model.train()
-    batches = _cycle(data)
-    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
-    finite = torch.ones((), dtype=torch.bool, device=device)  # stays True while every loss is finite
-    checked = start  # the first step not yet checked
-    for step in bar:
-        batch = to_device(next(batches), device)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def step_fn(batches: Iterator, step: int, progress: float) -> dict[str, Any]:
+        if schedule is not None:
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * schedule(progress)
         with policy.autocast():
-            out = loss_fn(step_model, batch)
+            out = loss_fn(step_model, next(batches))
         loss, extra = out if isinstance(out, tuple) else (out, {})
-        finite &= torch.isfinite(loss.detach())  # on the device: no waiting for the GPU here
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip is not None:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, optimizer, scaler, grad_clip, model.parameters())
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
             ema.update(model)
-        if step % log_every == 0 or step == steps - 1:  # the only place that waits for the GPU
-            if not finite.item():
-                raise FloatingPointError(
-                    f"The loss became inf or NaN between steps {checked} and {step}. Lower the learning rate, "
-                    "check the inputs' range, or clip gradients (grad_clip=1.0)."
-                )
-            checked = step + 1
-            logged = {"loss": loss.item(), **{k: float(v) for k, v in extra.items()}}
-            history.log(step, **logged)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})
-        if checkpoint is not None and (step + 1) % checkpoint_every == 0:
-            save(step + 1)
-    if checkpoint is not None and start < steps:
-        save(steps)
-    return history
+        return {"loss": loss.detach(), **extra}
+
+    state = {"model": model, "optimizer": optimizer}
+    state.update({name: obj for name, obj in (("scheduler", scheduler), ("ema", ema)) if obj is not None})
+    if scaler.is_enabled():
+        state["scaler"] = scaler
+    return train_loop(step_fn, data, steps=steps, seconds=seconds, device=device, state=state, **loop)
 
 
 def cosine_lr(step: int, total: int, warmup: int = 0, min_ratio: float = 0.1) -> float:
@@ -291,3 +377,9 @@ def cosine_lr(step: int, total: int, warmup: int = 0, min_ratio: float = 0.1) ->
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def cosine_schedule(warmup: float = 0.0, min_ratio: float = 0.1) -> Callable[[float], float]:
+    """``cosine_lr`` as a function of the share of the budget used (for ``fit(schedule=...)``): warm-up
+    over the first ``warmup`` of the budget, then cosine decay to ``min_ratio``, in steps of 1/1000."""
+    return lambda progress: cosine_lr(int(1000 * progress), 1000, int(1000 * warmup), min_ratio)

@@ -6,7 +6,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from course_lib.precision import Precision
-from course_lib.train import EMA, History, accuracy, autocast, cosine_lr, eval_mode, fit, load_checkpoint, save_checkpoint
+from course_lib.train import (EMA, History, accuracy, autocast, cosine_lr, cosine_schedule, eval_mode, fit, load_checkpoint,
+                              save_checkpoint, train_loop)
 
 
 def regression_problem(seed=0):
@@ -248,3 +249,76 @@ def test_fit_updates_the_ema_every_step_and_checkpoints_it(tmp_path):
     assert ema.updates == 5
     state = torch.load(tmp_path / "c.pt", weights_only=True)
     assert state["ema"]["updates"] == 5 and torch.equal(state["ema"]["shadow"]["weight"], ema.shadow["weight"])
+
+
+def test_train_loop_needs_a_budget_and_a_known_nonfinite_policy():
+    loader, _ = regression_problem()
+    with pytest.raises(ValueError, match="budget"):
+        train_loop(lambda batches, step, progress: {}, loader)
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        train_loop(lambda batches, step, progress: {}, loader, steps=1, on_nonfinite="ignore")
+
+
+def test_fit_with_a_time_budget_stops_on_time_and_reports_steps_and_seconds(monkeypatch):
+    """A seconds budget ends the run when the training clock reaches it; a fake clock makes each step last 1 s."""
+    import course_lib.train as train
+
+    now = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
+
+    def one_second_step(model, batch):
+        now[0] += 1.0
+        return mse(model, batch)
+
+    loader, _ = regression_problem()
+    model = nn.Linear(3, 1)
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.01), one_second_step, loader, seconds=7.0,
+                  progress=False)
+    assert history.step == 7 and history.seconds == 7.0
+    assert history.steps("loss") == [0, 6], "the first and the last step are logged"
+
+
+def test_fit_schedule_follows_the_share_of_the_budget():
+    loader, _ = regression_problem()
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = fit(model, opt, lambda m, b: (mse(m, b), {"lr": opt.param_groups[0]["lr"]}), loader, steps=20,
+                  log_every=1, schedule=cosine_schedule(warmup=0.1, min_ratio=0.0), progress=False)
+    seen = history.values("lr")  # the rate each step used
+    assert seen[0] == pytest.approx(0.1 * 1 / 100)  # warm-up: step 0 of 1000 ticks, 100 of them warm-up
+    assert max(seen) == pytest.approx(0.1 * cosine_lr(100, 1000, 100, 0.0))  # at 10% of the budget: the peak
+    assert seen[-1] == pytest.approx(0.1 * cosine_lr(950, 1000, 100, 0.0))  # step 19 of 20: nearly decayed
+
+
+def test_on_nonfinite_stop_marks_the_run_diverged_instead_of_raising():
+    loader, _ = regression_problem()
+    model = nn.Linear(3, 1)
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=1e6), mse, loader, steps=200, log_every=1,
+                  on_nonfinite="stop", progress=False)
+    assert history.diverged and history.step < 200
+
+
+def test_callbacks_run_every_n_steps_or_at_points_of_the_budget_off_the_clock():
+    loader, _ = regression_problem()
+    model = nn.Linear(3, 1)
+    every, points = [], []
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.01), mse, loader, steps=12, progress=False,
+        callback=every.append, callback_every=5)
+    assert every == [5, 10]
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.01), mse, loader, steps=12, progress=False,
+        callback=points.append, callback_points=3)
+    assert points == [4, 8, 12]
+
+
+def test_train_loop_runs_a_step_function_that_draws_several_batches():
+    """A GAN-like step (two batches per step) through the one loop: batches arrive on the device in order."""
+    data = [torch.full((2,), float(i)) for i in range(5)]
+    drawn = []
+
+    def step_fn(batches, step, progress):
+        drawn.extend(float(next(batches)[0]) for _ in range(2))
+        return {"loss": torch.tensor(float(step))}
+
+    history = train_loop(step_fn, data, steps=4, log_every=1, progress=False)
+    assert drawn == [0, 1, 2, 3, 4, 0, 1, 2]  # the data is cycled
+    assert history.values("loss") == [0, 1, 2, 3] and history.step == 4
