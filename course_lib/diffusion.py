@@ -47,6 +47,8 @@ generator if it lives there, else from a generator on that device seeded once fr
 copied between devices in the loop. On a GPU a step draws noise only when it uses it (not DDIM with
 eta = 0, not the last step); on a CPU every step draws, so a seed keeps giving the samples it always
 gave, also when one generator is passed to batch after batch.
+The keywords both samplers share (labels, guidance_scale, clip_x0, generator, device, progress,
+return_trajectory, every) are the fields of ``SamplerSettings``; each sampler adds its own few.
 
 Classifier-free guidance (Ho & Salimans, 2021; ``guided_eps``): train with labels replaced by a null
 label with probability ``p_uncond``, then sample with eps = eps_uncond + w (eps_cond - eps_uncond).
@@ -65,6 +67,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import torch
@@ -282,15 +285,17 @@ def ddpm_step(
     eps: torch.Tensor,
     x_t: torch.Tensor,
     t: int,
-    noise: torch.Tensor | None = None,
+    *,
     variance: str = "posterior",
+    noise: torch.Tensor | None = None,
     clip_x0: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral step x_t -> x_{t-1} given the predicted noise; returns (x_{t-1}, x0_hat).
 
     x_{t-1} = mean + sigma_t noise, mean = the posterior mean with x0_hat in place of x_0,
     sigma_t^2 = beta_tilde_t (``variance="posterior"``) or beta_t (``"beta"``); no noise at t = 0.
-    ``clip_x0`` clamps x0_hat to [-1, 1] first (for data scaled to [-1, 1]).
+    ``clip_x0`` clamps x0_hat to [-1, 1] first (for data scaled to [-1, 1]). ``noise`` is the N(0, I)
+    draw to use (a fresh one when None). ``ddim_step`` takes the same (schedule, eps, x_t, t) first.
     """
     if variance not in ("posterior", "beta"):
         raise ValueError(f"variance must be 'posterior' (beta_tilde_t) or 'beta' (beta_t), got {variance!r}.")
@@ -333,6 +338,7 @@ def ddim_step(
     eps: torch.Tensor,
     x_t: torch.Tensor,
     t: int,
+    *,
     t_prev: int,
     eta: float = 0.0,
     noise: torch.Tensor | None = None,
@@ -340,7 +346,8 @@ def ddim_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step x_t -> x_{t_prev} (t_prev < t; -1 = clean data); returns (x_{t_prev}, x0_hat).
 
-    x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps + sigma noise.
+    x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps + sigma noise, with sigma from
+    ``ddim_sigma`` and ``noise`` as in ``ddpm_step``.
 
     With ``clip_x0`` x0_hat is clamped to [-1, 1] and eps is re-derived from the clamped x0_hat
     (eps = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t), as GLIDE does; diffusers'
@@ -371,6 +378,40 @@ class Trajectory(NamedTuple):
     x0: torch.Tensor  # (K, B, C, H, W) the x0 predictions made at those steps, on the CPU
 
 
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What ``ddpm_sample`` and ``ddim_sample`` share; both take these fields as keywords."""
+
+    labels: torch.Tensor | None = None  # (B,) class labels, or None for the model's unconditional prediction
+    guidance_scale: float = 1.0  # w: eps_uncond + w (eps_cond - eps_uncond); 1 = plain conditional
+    clip_x0: bool = False  # clamp x0_hat to [-1, 1] at every step (data scaled to [-1, 1])
+    generator: torch.Generator | None = None  # the noise; None = torch's global generator
+    device: torch.device | str | None = None  # None = the model's device
+    progress: bool = True  # a tqdm bar
+    return_trajectory: bool = False  # also return a Trajectory ...
+    every: int | None = None  # ... with a frame every `every` steps (None: 100 for DDPM, 10 for DDIM)
+
+
+def _settings(sampler: str, own: str, settings: dict) -> SamplerSettings:
+    """``SamplerSettings(**settings)``, with an error that names what ``sampler`` does take."""
+    names = [f.name for f in fields(SamplerSettings)]
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise TypeError(f"{sampler} got unexpected keyword(s) {unknown}; it takes {own} and the SamplerSettings "
+                        f"fields {', '.join(names)}.")
+    return SamplerSettings(**settings)
+
+
+class _Plan(NamedTuple):
+    """What one sampler brings to the shared loop."""
+
+    steps: list[int]  # the steps t visited, decreasing; the loop goes from each t to the next (-1 after the last)
+    step: Callable  # step(eps, x_t, t, t_prev, noise) -> (x_{t_prev}, x0_hat)
+    uses_noise: Callable[[int, int], bool]  # whether the update from t to t_prev adds noise
+    desc: str  # the progress bar's label
+    every: int  # default spacing of trajectory frames
+
+
 def _device_of(model, device) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -381,114 +422,92 @@ def _device_of(model, device) -> torch.device:
 
 
 @torch.no_grad()
-def _sample_loop(model, schedule, shape, steps, step_fn, uses_noise, labels, guidance_scale, generator, device,
-                 progress, desc, return_trajectory, every, known=None, mask=None):
-    device = _device_of(model, device)
-    x = _randn(shape, generator, device)  # x_{T-1} ~ N(0, I)
+def _sample_loop(model, schedule, shape, plan: _Plan, s: SamplerSettings, inpaint=None):
+    """x_{T-1} ~ N(0, I), then ``plan.step`` for each step of ``plan``; ``inpaint`` = (known, mask) or None."""
+    device = _device_of(model, s.device)
+    x = _randn(shape, s.generator, device)  # x_{T-1} ~ N(0, I)
+    labels = s.labels
     if labels is not None:
         labels = torch.as_tensor(labels, device=device).long()
         if labels.shape != (shape[0],):
             raise ValueError(f"labels must have shape ({shape[0]},) to match the batch, got {tuple(labels.shape)}.")
         if hasattr(model, "check_labels"):
             model.check_labels(labels)  # once here: the model checks GPU labels at no step of the loop
-    noise_generator = _generator_on(device, generator)
+    noise_generator = _generator_on(device, s.generator)
     every_step = _draws_every_step(device)
+    every = s.every if s.every is not None else plan.every
+    pairs = list(zip(plan.steps, plan.steps[1:] + [-1]))  # (t, t_prev), the last one (t, -1)
     frames: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     with eval_mode(model):
-        for i, (t, t_prev) in enumerate(tqdm(list(zip(steps, steps[1:] + [-1])), desc=desc, disable=not progress)):
+        for i, (t, t_prev) in enumerate(tqdm(pairs, desc=plan.desc, disable=not s.progress)):
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
-            eps = guided_eps(model, x, t_batch, labels, guidance_scale)
-            noise = _randn(shape, noise_generator, device) if every_step or uses_noise(t, t_prev) else None
-            x, x0_hat = step_fn(eps, x, t, t_prev, noise)
-            if known is not None:  # inpainting: keep the known pixels, noised to the level of x_{t_prev}
+            eps = guided_eps(model, x, t_batch, labels, s.guidance_scale)
+            noise = _randn(shape, noise_generator, device) if every_step or plan.uses_noise(t, t_prev) else None
+            x, x0_hat = plan.step(eps, x, t, t_prev, noise)
+            if inpaint is not None:  # keep the known pixels, noised to the level of x_{t_prev}
+                known, mask = inpaint
                 known_prev = known if t_prev < 0 else schedule.q_sample(known, t_prev,
                                                                         _randn(shape, noise_generator, device))
                 x = mask * known_prev + (1 - mask) * x
-            if return_trajectory and (i % every == 0 or t_prev < 0):
+            if s.return_trajectory and (i % every == 0 or t_prev < 0):
                 frames.append((t, x.cpu(), x0_hat.cpu()))
-    if not return_trajectory:
+    if not s.return_trajectory:
         return x
     return x, Trajectory([f[0] for f in frames], torch.stack([f[1] for f in frames]), torch.stack([f[2] for f in frames]))
 
 
-def ddpm_sample(
-    model: EpsModel,
-    schedule: NoiseSchedule,
-    shape: tuple[int, ...],
-    labels: torch.Tensor | None = None,
-    guidance_scale: float = 1.0,
-    variance: str = "posterior",
-    clip_x0: bool = False,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    return_trajectory: bool = False,
-    every: int = 100,
-    known: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-):
+def ddpm_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, variance: str = "posterior",
+                known: torch.Tensor | None = None, mask: torch.Tensor | None = None, **settings):
     """Ancestral sampling over all T steps: x_{T-1} ~ N(0, I), then ``ddpm_step`` for t = T-1, ..., 0.
 
     Returns samples of ``shape`` (B, C, H, W) on the model's device, or ``(samples, Trajectory)``
-    with frames every ``every`` steps when ``return_trajectory``. ``labels`` (B,) and
-    ``guidance_scale`` w give eps_uncond + w (eps_cond - eps_uncond). ``variance``: "posterior"
-    (beta_tilde_t) or "beta" (beta_t). Inpainting: with ``known`` (B, C, H, W) data and ``mask``
-    (1 = known pixel), after every step the known pixels are replaced by q_sample(known, t - 1)
-    (by ``known`` itself at the end), so the model fills in the rest consistently.
+    with frames every ``every`` steps when ``return_trajectory``. ``variance``: "posterior"
+    (beta_tilde_t) or "beta" (beta_t). ``settings``: the fields of ``SamplerSettings`` (labels,
+    guidance_scale, clip_x0, generator, device, progress, return_trajectory, every). Inpainting: with
+    ``known`` (B, C, H, W) data and ``mask`` (1 = known pixel), after every step the known pixels are
+    replaced by q_sample(known, t - 1) (by ``known`` itself at the end), so the model fills in the rest
+    consistently.
     """
+    s = _settings("ddpm_sample", "variance, known, mask", settings)
     if (known is None) != (mask is None):
         raise ValueError("Inpainting needs both known= (the image) and mask= (1 where a pixel is known).")
-    steps = list(range(schedule.T - 1, -1, -1))  # T-1, ..., 0
+    inpaint = None
+    if known is not None:
+        device = _device_of(model, s.device)
+        inpaint = (known.to(device), mask.to(device, known.dtype))
 
-    def step_fn(eps, x, t, t_prev, noise):
-        return ddpm_step(schedule, eps, x, t, noise, variance, clip_x0)
+    def step(eps, x, t, t_prev, noise):
+        return ddpm_step(schedule, eps, x, t, variance=variance, noise=noise, clip_x0=s.clip_x0)
 
     def uses_noise(t, t_prev):
         return t > 0  # the last step adds no noise
 
-    if known is not None:
-        device = _device_of(model, device)
-        known, mask = known.to(device), mask.to(device, known.dtype)
-    return _sample_loop(model, schedule, shape, steps, step_fn, uses_noise, labels, guidance_scale, generator, device,
-                        progress, "DDPM", return_trajectory, every, known, mask)
+    plan = _Plan(list(range(schedule.T - 1, -1, -1)), step, uses_noise, "DDPM", every=100)  # T-1, ..., 0
+    return _sample_loop(model, schedule, shape, plan, s, inpaint)
 
 
-def ddim_sample(
-    model: EpsModel,
-    schedule: NoiseSchedule,
-    shape: tuple[int, ...],
-    steps: int = 50,
-    eta: float = 0.0,
-    labels: torch.Tensor | None = None,
-    guidance_scale: float = 1.0,
-    clip_x0: bool = False,
-    timesteps: list[int] | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    return_trajectory: bool = False,
-    every: int = 10,
-):
+def ddim_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int = 50,
+                eta: float = 0.0, timesteps: list[int] | None = None, **settings):
     """DDIM sampling on ``ddim_timesteps(T, steps)`` (or an explicit decreasing list ``timesteps``).
 
     eta = 0: deterministic (the same x_{T-1} always gives the same sample); eta = 1 with
-    steps = T: DDPM with the posterior variance. Other arguments as in ``ddpm_sample``.
+    steps = T: DDPM with the posterior variance. ``settings`` as in ``ddpm_sample``.
     """
+    s = _settings("ddim_sample", "steps, eta, timesteps", settings)
     ts = list(timesteps) if timesteps is not None else ddim_timesteps(schedule.T, steps)
     if any(b >= a for a, b in zip(ts, ts[1:])) or ts[0] >= schedule.T or ts[-1] < 0:
         raise ValueError(f"timesteps must decrease strictly within [0, {schedule.T}), got {ts[:5]}...")
 
-    def step_fn(eps, x, t, t_prev, noise):
-        return ddim_step(schedule, eps, x, t, t_prev, eta, noise, clip_x0)
+    def step(eps, x, t, t_prev, noise):
+        return ddim_step(schedule, eps, x, t, t_prev=t_prev, eta=eta, noise=noise, clip_x0=s.clip_x0)
 
     def uses_noise(t, t_prev):
         return ddim_sigma(schedule, t, t_prev, eta) > 0  # never for eta = 0
 
-    return _sample_loop(model, schedule, shape, ts, step_fn, uses_noise, labels, guidance_scale, generator, device,
-                        progress, f"DDIM eta={eta:g}", return_trajectory, every)
+    return _sample_loop(model, schedule, shape, _Plan(ts, step, uses_noise, f"DDIM eta={eta:g}", every=10), s)
 
 
 __all__ = [
     "NoiseSchedule", "diffusion_loss", "guided_eps", "ddpm_step", "ddim_step", "ddim_timesteps", "ddim_sigma",
-    "Trajectory", "ddpm_sample", "ddim_sample",
+    "Trajectory", "SamplerSettings", "ddpm_sample", "ddim_sample",
 ]

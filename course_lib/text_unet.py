@@ -322,20 +322,20 @@ def text_diffusion_loss(model: TextUNet, schedule: NoiseSchedule, z0: torch.Tens
 
 
 def text_ddim_sample(model: TextUNet, schedule: NoiseSchedule, context: torch.Tensor, mask: torch.Tensor | None = None,
-                     steps: int = 50, guidance_scale: float = 3.0, eta: float = 0.0,
-                     generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                     progress: bool = False, return_trajectory: bool = False, clip_x0: bool = False):
+                     *, guidance_scale: float = 3.0, progress: bool = False, **settings):
     """DDIM (``course_lib.diffusion.ddim_sample``) from one caption per sample: returns latents (B, C, h, w).
 
     guidance_scale w: eps = eps_null + w (eps_caption - eps_null); 1 = plain conditional, 0 = ignore
-    the caption. Leave ``clip_x0`` off: latents are not confined to [-1, 1] as pixels are.
+    the caption. ``settings``: the other keywords of ``ddim_sample`` (steps, eta, generator, ...) but labels.
+    Leave ``clip_x0`` off: latents are not confined to [-1, 1] as pixels are.
     For n samples of one caption pass ``tokens.expand(n, -1, -1)`` and ``mask.expand(n, -1)``.
     """
+    if "labels" in settings:
+        raise TypeError("text_ddim_sample takes no labels: the captions (context, mask) are the condition.")
     B = context.shape[0]
     shape = (B, model.config.in_channels, *model.config.latent_size)
-    return ddim_sample(CaptionConditioned(model, context, mask), schedule, shape, steps=steps, eta=eta,
-                       labels=torch.arange(B), guidance_scale=guidance_scale, clip_x0=clip_x0, generator=generator,
-                       device=device, progress=progress, return_trajectory=return_trajectory)
+    return ddim_sample(CaptionConditioned(model, context, mask), schedule, shape, labels=torch.arange(B),
+                       guidance_scale=guidance_scale, progress=progress, **settings)
 
 
 __all__ = [

@@ -4,6 +4,7 @@ The oracle tests are the end-to-end check of the samplers: for data whose distri
 (a point, a 1-D Gaussian, two points) the exact noise prediction E[eps | x_t] has a formula, and a
 correct sampler driven by it must give back the data distribution.
 """
+import inspect
 import math
 
 import pytest
@@ -11,8 +12,8 @@ import torch
 from torch import nn
 
 from course_lib.diffusion import (
-    NoiseSchedule, ddim_sample, ddim_sigma, ddim_step, ddim_timesteps, ddpm_sample, ddpm_step, diffusion_loss,
-    guided_eps,
+    NoiseSchedule, SamplerSettings, ddim_sample, ddim_sigma, ddim_step, ddim_timesteps, ddpm_sample, ddpm_step,
+    diffusion_loss, guided_eps,
 )
 from course_lib.unet import UNet, UNetConfig
 
@@ -222,7 +223,7 @@ def test_ddpm_step_and_sampler_match_diffusers(variance, ref_type, clip):
     for t in (999, 500, 3, 1, 0):  # one step with the same noise
         out = ref.step(eps, t, x, generator=gen(t))
         noise = torch.randn(x.shape, generator=gen(t), dtype=torch.float64)
-        x_prev, x0_hat = ddpm_step(s, eps, x, t, noise, variance=variance, clip_x0=clip)
+        x_prev, x0_hat = ddpm_step(s, eps, x, t, variance=variance, noise=noise, clip_x0=clip)
         assert torch.allclose(x0_hat, out.pred_original_sample, atol=1e-10), t
         assert torch.allclose(x_prev, out.prev_sample, atol=1e-10), t
     # the whole sampler: same initial noise and per-step noise from one generator
@@ -274,7 +275,7 @@ def test_ddim_with_clipping_matches_diffusers_clipped_model_output(eta):
     for t, t_prev in [(999, 949), (499, 449), (49, -1)]:
         noise = torch.randn(x.shape, generator=gen(t), dtype=torch.float64)
         out = ref.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise if eta > 0 else None)
-        x_prev, x0_hat = ddim_step(s, eps, x, t, t_prev, eta=eta, noise=noise, clip_x0=True)
+        x_prev, x0_hat = ddim_step(s, eps, x, t, t_prev=t_prev, eta=eta, noise=noise, clip_x0=True)
         assert not torch.allclose(x0_hat, s.predict_x0_from_eps(x, t, eps))  # the clamp bites
         assert torch.allclose(x0_hat, out.pred_original_sample, atol=1e-10), t
         assert torch.allclose(x_prev, out.prev_sample, atol=1e-10), t
@@ -291,7 +292,7 @@ def test_clipped_ddim_step_stays_on_the_line_through_x0_hat():
     x = torch.randn(64, 1, 4, 4, generator=g, dtype=torch.float64)
     eps = 3 * torch.randn(64, 1, 4, 4, generator=g, dtype=torch.float64)  # x0_hat far outside [-1, 1]
     for t, t_prev in [(999, 899), (500, 400), (100, 50)]:
-        x_prev, x0_hat = ddim_step(s, eps, x, t, t_prev, eta=0.0, clip_x0=True)
+        x_prev, x0_hat = ddim_step(s, eps, x, t, t_prev=t_prev, eta=0.0, clip_x0=True)
         assert x0_hat.abs().max() <= 1
         implied_before = s.predict_eps_from_x0(x, t, x0_hat)
         implied_after = s.predict_eps_from_x0(x_prev, t_prev, x0_hat)
@@ -319,8 +320,8 @@ def test_ddim_with_eta_one_over_all_steps_is_ddpm_with_posterior_variance():
     g = gen(2)
     x, eps, noise = (torch.randn(4, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
     for t in (99, 50, 1, 0):
-        ddim_prev, _ = ddim_step(s, eps, x, t, t - 1, eta=1.0, noise=noise)
-        ddpm_prev, _ = ddpm_step(s, eps, x, t, noise, variance="posterior")
+        ddim_prev, _ = ddim_step(s, eps, x, t, t_prev=t - 1, eta=1.0, noise=noise)
+        ddpm_prev, _ = ddpm_step(s, eps, x, t, variance="posterior", noise=noise)
         assert torch.allclose(ddim_prev, ddpm_prev, atol=1e-10), t
     model = GaussianOracle(s, 0.3, 0.5)
     a = ddim_sample(model, s, (64, 1), steps=100, eta=1.0, generator=gen(5), progress=False)
@@ -506,6 +507,37 @@ def test_trajectory_inpainting_and_reproducibility():
         ddpm_sample(oracle, s, (2, 1, 4, 4), variance="large", progress=False)
     with pytest.raises(ValueError, match="decrease strictly"):
         ddim_sample(oracle, s, (2, 1, 4, 4), timesteps=[10, 20], progress=False)
+
+
+def test_step_functions_share_their_leading_arguments():
+    """Both steps are step(schedule, eps, x_t, t, *, ...): the same positional arguments, and noise and
+    clip_x0 are keyword-only in both (so a noise tensor can never land on another argument)."""
+    def params(fn, kind):
+        return [p.name for p in inspect.signature(fn).parameters.values() if p.kind == kind]
+
+    assert params(ddpm_step, inspect.Parameter.POSITIONAL_OR_KEYWORD) == ["schedule", "eps", "x_t", "t"]
+    assert params(ddim_step, inspect.Parameter.POSITIONAL_OR_KEYWORD) == ["schedule", "eps", "x_t", "t"]
+    for fn in (ddpm_step, ddim_step):
+        assert {"noise", "clip_x0"} <= set(params(fn, inspect.Parameter.KEYWORD_ONLY))
+    s = NoiseSchedule.linear(50)
+    x, eps, noise = (torch.randn(2, 1, 4, 4, generator=gen(k)) for k in range(3))
+    with pytest.raises(TypeError):
+        ddpm_step(s, eps, x, 10, noise)  # noise by keyword only
+    # eta = 1 from t to t - 1 is the DDPM step with the posterior variance, called the same way
+    a, _ = ddim_step(s, eps, x, 10, t_prev=9, eta=1.0, noise=noise, clip_x0=True)
+    b, _ = ddpm_step(s, eps, x, 10, noise=noise, clip_x0=True)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_sampler_settings_are_shared_keywords():
+    s, oracle = NoiseSchedule.linear(20), GaussianOracle(NoiseSchedule.linear(20), 0.0, 1.0)
+    for fn in (ddpm_sample, ddim_sample):
+        assert len(inspect.signature(fn).parameters) <= 7  # model, schedule, shape, its own few, **settings
+    with pytest.raises(TypeError, match=r"ddpm_sample got unexpected keyword\(s\) \['steps'\].*variance"):
+        ddpm_sample(oracle, s, (2, 1), steps=5, progress=False)  # steps are DDIM's
+    with pytest.raises(TypeError, match="SamplerSettings fields labels, guidance_scale"):
+        ddim_sample(oracle, s, (2, 1), guidance=2.0, progress=False)
+    assert SamplerSettings().guidance_scale == 1.0 and SamplerSettings().every is None
 
 
 def test_sampler_restores_training_mode_and_works_with_a_unet():

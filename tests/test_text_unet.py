@@ -258,7 +258,7 @@ def manual_guided_ddim(model, s, tokens, mask, steps, w, seed):
         for t, t_prev in zip(ts, ts[1:] + [-1]):
             eps_c = model(x, t, tokens, mask)
             eps_u = model(x, t)
-            x, _ = ddim_step(s, eps_u + w * (eps_c - eps_u), x, t, t_prev)
+            x, _ = ddim_step(s, eps_u + w * (eps_c - eps_u), x, t, t_prev=t_prev)
     return x
 
 
