@@ -49,6 +49,24 @@ def test_sizes_need_all_profiles_with_same_keys():
         sizes(smoke=dict(a=1), cpu=5, gpu=dict(a=3))
 
 
+def test_sizes_common_values_reach_every_profile():
+    decl = dict(common=dict(lr=0.1, batch=32), smoke=dict(n=1), cpu=dict(n=10), gpu=dict(n=100))
+    for name in PROFILES:
+        cfg = sizes(profile=name, **decl)
+        assert cfg.as_dict() == {"lr": 0.1, "batch": 32, "n": decl[name]["n"]}
+    assert sizes(profile="cpu", common={}, smoke=dict(n=1), cpu=dict(n=2), gpu=dict(n=3)).as_dict() == {"n": 2}
+    assert sizes(profile="gpu", common=dict(n=4), smoke={}, cpu={}, gpu={}).n == 4
+
+
+def test_sizes_common_rejects_a_key_also_set_by_a_profile():
+    with pytest.raises(ProfileError, match=r"Profile 'cpu' sets \['lr'\], which common= sets too"):
+        sizes(profile="cpu", common=dict(lr=0.1), smoke=dict(n=1), cpu=dict(n=2, lr=0.2), gpu=dict(n=3))
+    with pytest.raises(ProfileError, match="same sizes"):  # after merging, the profiles still differ
+        sizes(profile="cpu", common=dict(lr=0.1), smoke=dict(n=1), cpu=dict(n=2, extra=3), gpu=dict(n=3))
+    with pytest.raises(ProfileError, match="common=.*takes a dict"):
+        sizes(profile="cpu", common=[("lr", 0.1)], smoke=dict(n=1), cpu=dict(n=2), gpu=dict(n=3))
+
+
 def test_sizes_are_read_only_and_explain_missing_keys():
     cfg = sizes(profile="gpu", **DECL)
     assert cfg["lr"] == 0.2 and cfg.as_dict() == DECL["gpu"] and cfg.profile == "gpu"
