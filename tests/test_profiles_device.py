@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +119,21 @@ def test_setup_prints_profile_device_and_returns_session(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert session.profile == "smoke" and "profile  : smoke" in out and "device   :" in out
     assert session.device == get_device()
+
+
+def test_setup_prints_the_data_root_without_the_machines_folders(monkeypatch, capsys, tmp_path):
+    from course_lib.files import checkout, display_path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "data").mkdir(parents=True)
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "home" / "data"))
+    course_lib.setup("00_orientation")
+    assert "data root: ~/data   (set COURSE_DATA to change)" in capsys.readouterr().out
+    root = checkout()
+    assert root is not None, "the tests run from a source checkout"
+    assert display_path(root / "data" / "x.bin") == "data/x.bin"
+    assert display_path(root.parent / "shared" / "data") == "../shared/data"  # beside the checkout
+    assert display_path("/") == str(Path("/").resolve())  # elsewhere: as it is
 
 
 def test_smoke_profile_runs_deterministically(monkeypatch):
