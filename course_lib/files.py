@@ -1,4 +1,4 @@
-"""Files that are either complete or absent: atomic writes and checksums."""
+"""Files that are either complete or absent (atomic writes, checksums), and paths as a learner should see them."""
 from __future__ import annotations
 
 import hashlib
@@ -41,3 +41,23 @@ def sha256_of(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def checkout() -> Path | None:
+    """The course's source checkout this course_lib runs from, or None when it is installed as a package."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as printed for a learner, without the machine's own folders: under the home folder as
+    ``~/...``; else, inside the course's checkout or beside it, relative to the checkout (``data``,
+    ``../shared/data``); else as it is. Stored notebook outputs then read the same on every machine."""
+    path = Path(path).expanduser().resolve()
+    home = Path.home().resolve()
+    if path == home or home in path.parents:
+        return str(Path("~") / path.relative_to(home))
+    root = checkout()
+    if root is not None and (path == root.parent or root.parent in path.parents):
+        return Path(os.path.relpath(path, root)).as_posix()
+    return str(path)

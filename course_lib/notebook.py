@@ -10,6 +10,7 @@ import torch
 from . import results
 from .data.core import DATA_ENV, data_root
 from .device import describe_device, get_device, seed_everything
+from .files import display_path
 from .profiles import PROFILE_ENV, active_profile
 
 
@@ -41,7 +42,9 @@ def setup(notebook: str, seed: int = 0, deterministic: bool | None = None) -> Se
     print(f"notebook : {notebook}")
     print(f"profile  : {profile}   (set {PROFILE_ENV}=smoke|cpu|gpu to change)")
     print(f"device   : {describe_device(device)}")
-    print(f"data root: {root}   (set {DATA_ENV} to change)")
+    shown = display_path(root)
+    where = "" if shown.startswith("~") or Path(shown).is_absolute() else "relative to the course folder; "
+    print(f"data root: {shown}   ({where}set {DATA_ENV} to change)")
     print(f"torch    : {torch.__version__}")
     if on_colab() and device.type != "cuda":
         print("hint     : this Colab runtime has no GPU. For the gpu profile choose "

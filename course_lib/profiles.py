@@ -14,6 +14,15 @@ profiles in one cell and reads the active one::
         gpu=dict(n_train=60_000, epochs=30),
     )
     cfg.epochs  # the value for the active profile
+
+Sizes that every profile shares go in ``common`` once, instead of three times::
+
+    cfg = sizes(
+        common=dict(lr=3e-4, batch_size=128),
+        smoke=dict(n_train=2_000, epochs=1),
+        cpu=dict(n_train=60_000, epochs=5),
+        gpu=dict(n_train=60_000, epochs=30),
+    )
 """
 from __future__ import annotations
 
@@ -71,11 +80,12 @@ class Sizes:
         return f"Sizes[{self.profile}]({inner})"
 
 
-def sizes(profile: str | None = None, **per_profile: dict[str, Any]) -> Sizes:
+def sizes(profile: str | None = None, common: dict[str, Any] | None = None, **per_profile: dict[str, Any]) -> Sizes:
     """Pick the active profile's sizes from one declaration covering ``smoke``, ``cpu`` and ``gpu``.
 
-    Every profile must name the same keys, so a size can never silently exist in one
-    profile only.
+    ``common`` holds the sizes shared by all profiles; a key may be in ``common`` or in the
+    profiles, not both. After merging, every profile must name the same keys, so a size can
+    never silently exist in one profile only.
     """
     missing = [p for p in PROFILES if p not in per_profile]
     extra = [p for p in per_profile if p not in PROFILES]
@@ -87,6 +97,17 @@ def sizes(profile: str | None = None, **per_profile: dict[str, Any]) -> Sizes:
     not_dicts = {p: type(v).__name__ for p, v in per_profile.items() if not isinstance(v, dict)}
     if not_dicts:
         raise ProfileError(f"sizes() takes one dict per profile, e.g. smoke=dict(steps=10, ...); got {not_dicts}.")
+    common = {} if common is None else common
+    if not isinstance(common, dict):
+        raise ProfileError(f"sizes(common=...) takes a dict, e.g. common=dict(lr=1e-3); got {type(common).__name__}.")
+    for p, v in per_profile.items():
+        both = sorted(set(common) & set(v))
+        if both:
+            raise ProfileError(
+                f"Profile {p!r} sets {both}, which common= sets too; "
+                f"keep a size in common= (same in every profile) or in each profile, not both."
+            )
+    per_profile = {p: {**common, **v} for p, v in per_profile.items()}
     keys = {p: set(v) for p, v in per_profile.items()}
     reference = keys["smoke"]
     for p, k in keys.items():

@@ -255,6 +255,41 @@ def test_stored_outputs_are_the_clean_cpu_run_its_record_came_from(path):
         "results/<stem>/cpu.json is not the record this stored run printed"
 
 
+# Folders that exist only on the machine that ran a notebook: a stored output that prints one tells every
+# reader where someone's files were, and changes with every re-run elsewhere (course_lib prints paths through
+# course_lib.files.display_path: ~/... or relative to the course folder).
+MACHINE_PATH = re.compile(r"/work/|/home/[^/\s]+/|/Users/[^/\s]+/|/root/|site-packages|dist-packages|\b[A-Z]:\\")
+
+
+def output_texts(cell):
+    """The text a reader sees in a code cell's stored outputs (streams, plain text, HTML, tracebacks; no images)."""
+    for out in cell.get("outputs", []):
+        yield out.get("text", "")
+        for mime, value in out.get("data", {}).items():
+            if mime.startswith("text/"):
+                yield value if isinstance(value, str) else "".join(value)
+        yield "\n".join(out.get("traceback", []))
+
+
+def test_machine_path_pattern_catches_what_it_should():
+    for text in ["data root: /work/shared/data", "/home/ana/course/data", "/Users/bo/x", "C:\\Users\\x",
+                 ".venv/lib/python3.12/site-packages/torch", "/root/.cache/genai-course"]:
+        assert MACHINE_PATH.search(text), text
+    for text in ["data root: ../shared/data", "~/.cache/genai-course/data", "/tmp/ipykernel_1/2.py:3: Warning",
+                 "a ratio 3/4 and a path data/mnist", "the ratio A:B"]:
+        assert not MACHINE_PATH.search(text), text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_outputs_name_no_folder_of_the_machine_that_ran_them(path):
+    nb = nbformat.read(path, as_version=4)
+    found = [f"cell {i}: ...{text[max(0, m.start() - 40):m.end() + 40]!r}..."
+             for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+             for text in output_texts(cell) for m in [MACHINE_PATH.search(text)] if m]
+    assert not found, (f"{path.name} prints folders of the machine that ran it (print paths through "
+                       f"course_lib.files.display_path): " + "; ".join(found))
+
+
 def test_workshop_plan_lists_the_slow_cells_of_a_stored_run(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("## 2. Data\n\ntext\n\n## 3. Training"), nbformat.v4.new_code_cell("fit()"),

@@ -190,14 +190,18 @@ def toy_eps_model(x, t, labels=None):
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
-def test_add_noise_matches_diffusers(name):
+@pytest.mark.parametrize("T", [1000, 100])
+def test_add_noise_matches_diffusers(name, T):
+    """For T != 1000 our linear schedule rescales beta (diffusers' "linear" does not): diffusers gets our betas."""
     import diffusers
-    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule=BETA_NAMES[name])
-    s = NoiseSchedule.make(name, 1000)
+    s = NoiseSchedule.make(name, T)
+    own_betas = name == "linear" and T != 1000
+    ref = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=BETA_NAMES[name],
+                                  trained_betas=s.betas.tolist() if own_betas else None)
     assert torch.allclose(ref.betas.double(), s.betas, atol=1e-6)
     g = gen(0)
     x0, noise = torch.randn(5, 1, 8, 8, generator=g), torch.randn(5, 1, 8, 8, generator=g)
-    t = torch.tensor([0, 1, 250, 800, 999])
+    t = torch.tensor([0, 1, T // 4, 4 * T // 5, T - 1])
     assert torch.allclose(s.q_sample(x0, t, noise), ref.add_noise(x0, noise, t), atol=1e-5)
 
 
@@ -246,6 +250,8 @@ def test_ddim_sampler_matches_diffusers(spacing, eta):
                                                   prediction_type="epsilon"), s)
     ref.set_timesteps(50)
     timesteps = ref.timesteps.tolist()
+    # 50 steps divide T = 1000 evenly: diffusers' DDIM steps from t to t - T // steps, which is the next timestep
+    # of the list only when the spacing is even (30 steps would give gaps of 33 and 34, a difference by design)
     if spacing == "trailing":  # our default spacing is diffusers' "trailing"
         assert timesteps == ddim_timesteps(1000, 50)
         assert timesteps[0] == 999 and timesteps[-1] == 19

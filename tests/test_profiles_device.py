@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,6 +48,24 @@ def test_sizes_need_all_profiles_with_same_keys():
         sizes(profile="tpu", **DECL)
     with pytest.raises(ProfileError, match=r"one dict per profile.*'cpu': 'int'"):
         sizes(smoke=dict(a=1), cpu=5, gpu=dict(a=3))
+
+
+def test_sizes_common_values_reach_every_profile():
+    decl = dict(common=dict(lr=0.1, batch=32), smoke=dict(n=1), cpu=dict(n=10), gpu=dict(n=100))
+    for name in PROFILES:
+        cfg = sizes(profile=name, **decl)
+        assert cfg.as_dict() == {"lr": 0.1, "batch": 32, "n": decl[name]["n"]}
+    assert sizes(profile="cpu", common={}, smoke=dict(n=1), cpu=dict(n=2), gpu=dict(n=3)).as_dict() == {"n": 2}
+    assert sizes(profile="gpu", common=dict(n=4), smoke={}, cpu={}, gpu={}).n == 4
+
+
+def test_sizes_common_rejects_a_key_also_set_by_a_profile():
+    with pytest.raises(ProfileError, match=r"Profile 'cpu' sets \['lr'\], which common= sets too"):
+        sizes(profile="cpu", common=dict(lr=0.1), smoke=dict(n=1), cpu=dict(n=2, lr=0.2), gpu=dict(n=3))
+    with pytest.raises(ProfileError, match="same sizes"):  # after merging, the profiles still differ
+        sizes(profile="cpu", common=dict(lr=0.1), smoke=dict(n=1), cpu=dict(n=2, extra=3), gpu=dict(n=3))
+    with pytest.raises(ProfileError, match="common=.*takes a dict"):
+        sizes(profile="cpu", common=[("lr", 0.1)], smoke=dict(n=1), cpu=dict(n=2), gpu=dict(n=3))
 
 
 def test_sizes_are_read_only_and_explain_missing_keys():
@@ -100,6 +119,21 @@ def test_setup_prints_profile_device_and_returns_session(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert session.profile == "smoke" and "profile  : smoke" in out and "device   :" in out
     assert session.device == get_device()
+
+
+def test_setup_prints_the_data_root_without_the_machines_folders(monkeypatch, capsys, tmp_path):
+    from course_lib.files import checkout, display_path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "data").mkdir(parents=True)
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "home" / "data"))
+    course_lib.setup("00_orientation")
+    assert "data root: ~/data   (set COURSE_DATA to change)" in capsys.readouterr().out
+    root = checkout()
+    assert root is not None, "the tests run from a source checkout"
+    assert display_path(root / "data" / "x.bin") == "data/x.bin"
+    assert display_path(root.parent / "shared" / "data") == "../shared/data"  # beside the checkout
+    assert display_path("/") == str(Path("/").resolve())  # elsewhere: as it is
 
 
 def test_smoke_profile_runs_deterministically(monkeypatch):
