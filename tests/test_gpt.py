@@ -142,6 +142,37 @@ def test_top_p_keeps_the_smallest_set_with_enough_mass():
         assert probs[0, kept].sum() >= p - 1e-6  # enough mass, and no smaller set has it (checked by hand above)
 
 
+def kept_by_loop(logits, top_k=None, top_p=None):
+    """Which tokens survive top-k and then top-p, deciding token by token from the most likely down (V,)."""
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    order = logits.argsort(descending=True, stable=True)
+    if top_k is not None:
+        keep[order[top_k:]] = False
+    if top_p is not None:
+        probs = logits.masked_fill(~keep, float("-inf")).softmax(-1)
+        mass = 0.0
+        for i in order.tolist():
+            if not keep[i]:
+                continue
+            if mass >= top_p:  # the nucleus is complete: drop the rest
+                keep[i] = False
+            mass += probs[i].item()
+    return keep
+
+
+def test_filter_logits_keeps_the_tokens_of_a_token_by_token_loop_on_random_distributions():
+    """The vectorized filter (sort, cumulative mass, scatter back) against the loop it replaces: 200 random
+    logit vectors of a 65-character vocabulary (notebook 10's), each with a random k and p, alone and combined."""
+    V = 65
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        z = torch.randn(V, generator=g, dtype=F64) * 3
+        k = int(torch.randint(1, V + 1, (1,), generator=g))
+        p = float(torch.rand(1, generator=g)) * 0.99 + 0.01
+        for kw in [dict(top_k=k), dict(top_p=p), dict(top_k=k, top_p=p)]:
+            assert torch.equal(filter_logits(z, **kw).isfinite(), kept_by_loop(z, **kw)), kw
+
+
 def test_temperature_towards_zero_is_greedy_and_one_is_the_softmax():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(64, 10, generator=g)
