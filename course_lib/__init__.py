@@ -5,7 +5,8 @@ Modules, one concern each:
 - ``profiles``: the smoke / cpu / gpu switch and per-notebook sizes
 - ``device``: device choice and seeding
 - ``data``: datasets from one data root, checked by sha256
-- ``train``: a small training loop, loss history, checkpoints
+- ``checks``: the image format (``IMAGE_SHAPE``, ``NUM_CLASSES``) and the input checks every module shares
+- ``train``: a small training loop, loss history, checkpoints, accuracy, parameter and FLOP counts
 - ``viz``: image grids, loss curves, side-by-side rows, animations
 - ``results``: the results record each notebook writes at its end
 - ``fcd``: the Frechet classifier distance for 28x28 images
@@ -25,7 +26,7 @@ Modules, one concern each:
 - ``audio``: log-mel spectrograms, Griffin-Lim inversion, a spoken-digit classifier (notebook 08)
 - ``seq2seq``: encoder-decoder Transformer for translation, teacher-forcing loss, greedy and beam-search decoding, cross-attention maps (notebook 11)
 - ``ner``: named-entity recognition with a pretrained encoder: label alignment, batches, entity-level scores (notebooks 12-13)
-- ``lora``: low-rank adaptation (LoRA) of Linear layers, merging, trainable-parameter counts (notebook 13)
+- ``lora``: low-rank adaptation (LoRA) of Linear layers, merging, (trainable, total) parameter counts (notebook 13)
 - ``adapters``: Houlsby bottleneck adapters after the attention and feed-forward output projections (notebook 13)
 - ``metrics``: KID, precision/recall/density/coverage, nearest-neighbour memorization checks, bootstrap intervals, classification accuracy score (notebooks 14-15)
 - ``zoo``: one-call training recipes and sampling for every image generator of the course (notebooks 14-15)

@@ -26,7 +26,7 @@ Usage::
 
     model = BertForTokenClassification(config)
     names = add_adapters(model, AdapterConfig(bottleneck=64))   # 2 per layer, frozen elsewhere
-    trainable, total = count_parameters(model)
+    trainable, total = parameter_counts(model)                  # course_lib.lora.parameter_counts
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .lora import count_parameters, replace_linears, set_trainable
+from .lora import replace_linears, set_trainable
 
 
 @dataclass
@@ -93,4 +93,4 @@ def add_adapters(model: nn.Module, config: AdapterConfig | None = None) -> list[
     return names
 
 
-__all__ = ["AdapterConfig", "BottleneckAdapter", "AdaptedLinear", "add_adapters", "count_parameters"]
+__all__ = ["AdapterConfig", "BottleneckAdapter", "AdaptedLinear", "add_adapters"]

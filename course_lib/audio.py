@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .train import accuracy, cosine_lr, fit  # accuracy is re-exported: notebook 08 scores its classifier with it
+from .checks import NUM_CLASSES, check_image_batch
+from .train import cosine_lr, fit
 
 
 @dataclass
@@ -197,7 +198,7 @@ def image_to_waveform(image: torch.Tensor, config: SpectrogramConfig, iters: int
 @dataclass
 class ClassifierConfig:
     channels: tuple[int, ...] = (16, 32, 64)  # conv channels per stage; each stage halves H and W
-    n_classes: int = 10
+    n_classes: int = NUM_CLASSES
     dropout: float = 0.2
 
 
@@ -220,8 +221,7 @@ class DigitClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = 2 ** len(self.config.channels)
-        if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(f"DigitClassifier expects (B, 1, H, W) with H and W divisible by {f}, got {tuple(x.shape)}.")
+        check_image_batch(x, "DigitClassifier", (1, "H", "W"), f)
         h = self.features(x)  # (B, C, H / f, W / f)
         return self.head(h.mean(dim=(2, 3)))  # (B, n_classes)
 
@@ -257,5 +257,5 @@ def train_digit_classifier(images: torch.Tensor, labels: torch.Tensor, steps: in
 __all__ = [
     "SpectrogramConfig", "hz_to_mel", "mel_to_hz", "mel_filterbank", "stft", "istft", "mel_power",
     "waveform_to_image", "image_to_mel_power", "mel_to_linear_power", "griffin_lim", "spectral_convergence",
-    "image_to_waveform", "ClassifierConfig", "DigitClassifier", "train_digit_classifier", "accuracy",
+    "image_to_waveform", "ClassifierConfig", "DigitClassifier", "train_digit_classifier",
 ]

@@ -26,16 +26,19 @@ layout load with ``load_state_dict``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import IMAGE_SHAPE
+
 
 @dataclass
 class AEConfig:
-    image_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W) of one image
+    image_shape: tuple[int, ...] = IMAGE_SHAPE  # (C, H, W) of one image
     hidden: tuple[int, ...] = (512, 256)  # widths of the encoder's hidden layers; the decoder mirrors them
     latent_dim: int = 32  # size of the code z
 
@@ -44,13 +47,14 @@ class AEConfig:
         return math.prod(self.image_shape)  # 784 for MNIST
 
 
-def mlp(widths: list[int]) -> nn.Sequential:
-    """Linear layers between consecutive ``widths``, a ReLU after each except the last."""
+def mlp(widths: list[int], activation: Callable[[], nn.Module] = nn.ReLU, last_activation: bool = False):
+    """Linear layers between consecutive ``widths``, each followed by ``activation()`` except the last one
+    (unless ``last_activation``): mlp([a, b, c]) = a->b, ReLU, b->c."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(n_in, n_out))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
+        if last_activation or i < len(widths) - 2:
+            layers.append(activation())
     return nn.Sequential(*layers)
 
 

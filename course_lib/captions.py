@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .ner import encoder_path
+from .checks import check_choice
+from .ner import encoder_path, quiet_transformers
 
 DATASETS = ("fashion_mnist", "mnist")
 SPLITS = ("train", "held_out", "held_out_names")
@@ -102,10 +103,8 @@ def fill(template: str, name: str) -> str:
 
 
 def _check(dataset: str, split: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"Unknown dataset {dataset!r}; choose one of {DATASETS}.")
-    if split not in SPLITS:
-        raise ValueError(f"Unknown caption split {split!r}; choose one of {SPLITS}.")
+    check_choice(dataset, DATASETS, "dataset")
+    check_choice(split, SPLITS, "caption split")
 
 
 def templates_and_names(split: str, dataset: str = "fashion_mnist"
@@ -153,21 +152,13 @@ class TextEncoder:
 
     def __init__(self, path: str | None = None, max_length: int = 20, device: torch.device | str = "cpu"):
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         self.path = encoder_path(path)
         self.max_length = max_length
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()  # silence the load report and progress bar for this call only
-        hf_logging.disable_progress_bar()
-        try:
+        with quiet_transformers():  # no load report or progress bar for this call
             self.model = AutoModel.from_pretrained(self.path).to(self.device).eval()
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bar:
-                hf_logging.enable_progress_bar()
         self.model.requires_grad_(False)  # frozen: nothing here is ever trained
         self.dim = self.model.config.hidden_size  # 384
 

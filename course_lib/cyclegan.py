@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import IMAGE_SHAPE, check_image_batch, check_labels
 from .gan import discriminator_loss, generator_loss
 from .precision import Precision, precision_policy
 from .train import History, eval_mode, optimizer_step, train_loop
@@ -71,9 +72,7 @@ class CycleGANConfig:
 
 def check_images(x: torch.Tensor, name: str, channels: int = 1) -> torch.Tensor:
     """A clear ValueError unless ``x`` has shape (B, channels, 28, 28)."""
-    if x.ndim != 4 or tuple(x.shape[1:]) != (channels, 28, 28):
-        raise ValueError(f"{name} expects images of shape (B, {channels}, 28, 28), got {tuple(x.shape)}.")
-    return x
+    return check_image_batch(x, name, (channels, *IMAGE_SHAPE[1:]))
 
 
 # ----------------------------------------------------------------------------- the two domains
@@ -114,8 +113,7 @@ def make_unpaired_domains(x: torch.Tensor, y: torch.Tensor,
     No digit appears in both domains, so there is no pair (a, b) of the same digit to learn from.
     """
     check_images(x, "make_unpaired_domains")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"make_unpaired_domains: labels must have shape ({x.shape[0]},), got {tuple(y.shape)}.")
+    y = check_labels(y, x.shape[0], "make_unpaired_domains: labels")
     if x.shape[0] < 2:
         raise ValueError("make_unpaired_domains needs at least 2 images (one per domain).")
     perm = torch.randperm(x.shape[0], generator=generator)  # (N,)

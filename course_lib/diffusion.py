@@ -74,6 +74,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checks import check_timesteps
 from .train import eval_mode
 
 # A model is called as model(x_t, t, labels) -> eps_hat with x_t (B, ...), t (B,) int64, labels (B,) or None.
@@ -151,11 +152,7 @@ class NoiseSchedule:
             if not 0 <= t < self.T:
                 raise ValueError(f"t must lie in [0, {self.T}) (0-based steps), got {t}.")
             return values[t].item()
-        t = torch.as_tensor(t).cpu().long()
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        if t.shape != (x.shape[0],):
-            raise ValueError(f"t must be an int or have shape ({x.shape[0]},), got {tuple(t.shape)}.")
+        t = check_timesteps(torch.as_tensor(t).cpu().long(), x.shape[0], "NoiseSchedule")
         if (t < 0).any() or (t >= self.T).any():
             raise ValueError(f"t must lie in [0, {self.T}) (0-based steps), got values in [{t.min()}, {t.max()}].")
         out = values[t].to(device=x.device, dtype=x.dtype)  # (B,)

@@ -56,6 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import NUM_CLASSES, check_choice, check_images
 from .files import sha256_of
 from .train import accuracy
 
@@ -71,7 +72,7 @@ NORMALIZATION = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}
 class FCDClassifier(nn.Module):
     """A small CNN: two conv/pool stages, a 128-d feature layer, 10 logits (422k parameters)."""
 
-    def __init__(self, mean: float = 0.0, std: float = 1.0, n_classes: int = 10, dropout: float = 0.3):
+    def __init__(self, mean: float = 0.0, std: float = 1.0, n_classes: int = NUM_CLASSES, dropout: float = 0.3):
         super().__init__()
         # Stored as buffers so that the normalisation travels with the state_dict.
         self.register_buffer("mean", torch.tensor(float(mean)))
@@ -109,9 +110,7 @@ class WeightsError(RuntimeError):
 
 
 def _check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise ValueError(f"Unknown dataset {dataset!r} for FCD; choose one of {list(DATASETS)}.")
-    return dataset
+    return check_choice(dataset, DATASETS, "dataset for FCD")
 
 
 def weights_path(dataset: str) -> Path:
@@ -173,31 +172,12 @@ def load_classifier(dataset: str = "mnist", device: torch.device | str | None = 
 # ----------------------------------------------------------------------------- features
 
 
-def _check_images(images: torch.Tensor, name: str = "images", shape: tuple = (1, 28, 28)) -> torch.Tensor:
-    """Images as a float tensor (N, *shape) in [0, 1]; a clear ValueError otherwise."""
-    expected = f"expected a tensor of shape (N, {', '.join(map(str, shape))}) with values in [0, 1]"
-    images = torch.as_tensor(images)
-    if images.ndim != 1 + len(shape) or tuple(images.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name}: {expected}, got shape {tuple(images.shape)}.")
-    if not images.is_floating_point():
-        raise ValueError(f"{name}: {expected}, got dtype {images.dtype} (convert with x.float() / 255).")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name}: {expected}, got no images.")
-    lo, hi = images.min().item(), images.max().item()
-    if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # also catches NaN
-        raise ValueError(
-            f"{name}: {expected}, got values in [{lo:.4g}, {hi:.4g}]. "
-            "If your model outputs [-1, 1], map it with (x + 1) / 2; clamp with x.clamp(0, 1)."
-        )
-    return images
-
-
 @torch.no_grad()
 def compute_features(
     images: torch.Tensor, dataset: str = "mnist", batch_size: int = 500, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """Penultimate classifier features of ``images`` (N, 1, 28, 28) in [0, 1] -> (N, 128) float64 on CPU."""
-    images = _check_images(images)
+    images = check_images(images, unit_range=True)
     model = load_classifier(dataset, device)
     device = next(model.parameters()).device
     chunks = []
@@ -267,8 +247,8 @@ def fcd(
     device: torch.device | str | None = None,
 ) -> float:
     """Frechet classifier distance between two image sets, each (N, 1, 28, 28) in [0, 1]."""
-    images_a = _check_images(images_a, "images_a")
-    images_b = _check_images(images_b, "images_b")
+    images_a = check_images(images_a, "images_a", unit_range=True)
+    images_b = check_images(images_b, "images_b", unit_range=True)
     mu_a, sigma_a = image_statistics(images_a, dataset, batch_size, device)
     mu_b, sigma_b = image_statistics(images_b, dataset, batch_size, device)
     return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
@@ -283,11 +263,8 @@ def classifier_accuracy(
     device: torch.device | str | None = None,
 ) -> float:
     """Fraction of ``images`` (N, 1, 28, 28) in [0, 1] that the classifier assigns to ``labels`` (N,)."""
-    images = _check_images(images)
-    labels = torch.as_tensor(labels).long().cpu()  # (N,)
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels: expected shape ({images.shape[0]},), got {tuple(labels.shape)}.")
-    model = load_classifier(dataset, device)
+    images = check_images(images, unit_range=True)
+    model = load_classifier(dataset, device)  # accuracy checks the labels
     return accuracy(model, images.float().clamp(0, 1), labels, batch_size)
 
 

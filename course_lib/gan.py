@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .autoencoders import mlp
+from .checks import IMAGE_SHAPE, check_choice, check_image_batch, check_labels
 from .precision import precision_policy
 from .train import EMA, History, eval_mode, optimizer_step, train_loop
 
@@ -51,9 +53,7 @@ LOSS_KINDS = ("saturating", "non_saturating", "least_squares", "wasserstein")
 
 
 def _check_kind(kind: str) -> str:
-    if kind not in LOSS_KINDS:
-        raise ValueError(f"Unknown GAN loss kind {kind!r}; choose one of {', '.join(LOSS_KINDS)}.")
-    return kind
+    return check_choice(kind, LOSS_KINDS, "GAN loss kind")
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Tensor:
@@ -89,6 +89,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)  # (B, 1, 1, 1) for images, (B, 1) for points
     eps = torch.rand(shape, generator=rng, device=rng.device if rng is not None else real.device).to(real.device)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    x_hat = x_hat.view_as(x_hat)  # a non-leaf: module hooks (torch's FlopCounterMode) fail on leaves in autograd.grad
     out = critic(x_hat) if labels is None else critic(x_hat, labels)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)  # each sample's own gradient
     norms = grad.flatten(1).norm(dim=1)  # (B,)
@@ -134,8 +135,8 @@ def _check_labels(labels: torch.Tensor | None, num_classes: int, batch: int, who
         raise ValueError(f"{who} is class-conditional (num_classes={num_classes}): pass labels of shape ({batch},).")
     if not num_classes and labels is not None:
         raise ValueError(f"{who} is unconditional (num_classes=0) but got labels; build it with num_classes > 0.")
-    if labels is not None and labels.shape != (batch,):
-        raise ValueError(f"{who}: labels must have shape ({batch},), got {tuple(labels.shape)}.")
+    if labels is not None:
+        check_labels(labels, batch, f"{who} labels", num_classes, values=False)  # no values read: no wait for a GPU
 
 
 class Generator(nn.Module):
@@ -198,9 +199,7 @@ class Discriminator(nn.Module):
         self.apply(dcgan_init)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        shape = (self.config.image_channels, 28, 28)
-        if x.ndim != 4 or tuple(x.shape[1:]) != shape:
-            raise ValueError(f"Discriminator expects images of shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}.")
+        check_image_batch(x, "Discriminator", (self.config.image_channels, *IMAGE_SHAPE[1:]))
         _check_labels(labels, self.num_classes, x.shape[0], "Discriminator")
         h = self.net(x)  # (B, features)
         logit = self.out(h).squeeze(1)  # (B,)
@@ -218,11 +217,7 @@ class MLPGenerator(nn.Module):
     def __init__(self, latent_dim: int = 2, hidden: int = 128, depth: int = 3, out_dim: int = 2):
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, 0
-        sizes = [latent_dim] + [hidden] * depth
-        layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        self.net = nn.Sequential(*layers, nn.Linear(hidden, out_dim))
+        self.net = mlp([latent_dim, *[hidden] * depth, out_dim])
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(z)
@@ -234,11 +229,7 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, in_dim: int = 2, hidden: int = 128, depth: int = 3):
         super().__init__()
         self.num_classes = 0
-        sizes = [in_dim] + [hidden] * depth
-        layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
-        self.net = nn.Sequential(*layers, nn.Linear(hidden, 1))
+        self.net = mlp([in_dim, *[hidden] * depth, 1], activation=lambda: nn.LeakyReLU(0.2))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -346,8 +337,8 @@ def generate_images(generator: nn.Module, n: int, labels: torch.Tensor | None = 
                     rng: torch.Generator | None = None) -> torch.Tensor:
     """``n`` samples as images in [0, 1] on the CPU, (n, C, 28, 28), drawn in eval mode and in batches."""
     device = next(generator.parameters()).device
-    if labels is not None and labels.shape != (n,):
-        raise ValueError(f"generate_images: labels must have shape ({n},), got {tuple(labels.shape)}.")
+    if labels is not None:
+        labels = check_labels(labels, n, "generate_images: labels", values=False)
     out = []
     with eval_mode(generator):
         for start in range(0, n, batch_size):

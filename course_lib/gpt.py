@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import KVCache, MultiHeadAttention, Rotary
+from .checks import check_tokens
+from .train import count_parameters
 
 POS_EMBEDDINGS = ("learned", "rotary", "none")
 ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu"}  # ours -> the name in transformers' GPT2Config
@@ -145,9 +147,7 @@ class GPT(nn.Module):
         With ``cache`` (from ``new_cache()``), idx holds the tokens *after* those already in the
         cache: their positions continue from ``len(cache[0])``, and the cache grows by T.
         """
-        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"GPT expects token ids of shape (B, T) and an integer dtype, "
-                             f"got shape {tuple(idx.shape)} and dtype {idx.dtype}.")
+        check_tokens(idx, "GPT's idx")
         B, T = idx.shape
         past = 0 if cache is None else len(cache[0])
         if past + T > self.config.block_size:
@@ -200,7 +200,7 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters (tied weights counted once); ``non_embedding`` leaves out the position table."""
-        n = sum(p.numel() for p in self.parameters())
+        n = count_parameters(self)
         if non_embedding and self.wpe is not None:
             n -= self.wpe.weight.numel()
         return n

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_image_batch
 from .train import eval_mode
 from .unet import Downsample, Upsample
 from .vae import gaussian_kl, reparameterize
@@ -109,15 +110,13 @@ class LatentAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z | x) = N(mu, diag(exp(logvar))): x (B, C, H, W) in [0, 1] -> mu, logvar (B, z, H/f, W/f) each."""
-        self._check_images(x)
+        check_image_batch(x, "LatentAutoencoder", (self.config.in_channels, "H", "W"), self.config.downsample_factor)
         mu, logvar = self.encoder(x).chunk(2, dim=1)  # (B, z, h, w) each
         return mu, logvar.clamp(-30.0, 20.0)  # as in Stable Diffusion: keeps exp(logvar) finite
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, latent_channels, h, w) -> pixel logits (B, C, f h, f w)."""
-        if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
-            raise ValueError(f"The decoder expects latents of shape (B, {self.config.latent_channels}, h, w), "
-                             f"got {tuple(z.shape)}.")
+        check_image_batch(z, "LatentAutoencoder.decode", (self.config.latent_channels, "h", "w"), what="latents")
         return self.decoder(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -128,16 +127,6 @@ class LatentAutoencoder(nn.Module):
         """Encode, draw z ~ q(z | x), decode: returns logits (B, C, H, W), mu, logvar (B, z, h, w)."""
         mu, logvar = self.encode(x)
         return self.decode_logits(reparameterize(mu, logvar, generator)), mu, logvar
-
-    def _check_images(self, x: torch.Tensor) -> None:
-        cfg, f = self.config, self.config.downsample_factor
-        if x.ndim != 4 or x.shape[1] != cfg.in_channels or x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(
-                f"LatentAutoencoder expects images of shape (B, {cfg.in_channels}, H, W) with H and W divisible "
-                f"by {f}, got {tuple(x.shape)}. (Add a channel dim with x[:, None]; flat images: "
-                "x.view(-1, 1, 28, 28).)"
-            )
-
 
 def _images_of(batch) -> torch.Tensor:
     """The images of a batch: the tensor itself, or the first element of an (images, labels, ...) tuple or list."""

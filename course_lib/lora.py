@@ -23,7 +23,7 @@ Usage::
     model = BertForTokenClassification(config)            # or course_lib.gpt.GPT, any nn.Module
     names = add_lora(model, LoRAConfig(r=8, alpha=16, target_modules=("query", "value"),
                                        trainable_modules=("classifier",)))
-    trainable, total = count_parameters(model)             # e.g. well under 1% trainable
+    trainable, total = parameter_counts(model)             # e.g. well under 1% trainable
     optimizer = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)
     ... train ...
     merge_lora(model)                                      # LoRALinear -> nn.Linear, in place
@@ -36,6 +36,8 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
+
+from .train import count_parameters
 
 
 @dataclass
@@ -166,12 +168,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) numbers of parameters. A tensor shared by several modules (tied weights, e.g.
-    a GPT's ``lm_head`` and ``wte``) is counted once: ``model.parameters()`` yields each Parameter once."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) numbers of parameters (``course_lib.train.count_parameters``; tied weights count once)."""
+    return count_parameters(model, trainable_only=True), count_parameters(model)
 
 
-__all__ = ["LoRAConfig", "LoRALinear", "add_lora", "merge_lora", "count_parameters",
+__all__ = ["LoRAConfig", "LoRALinear", "add_lora", "merge_lora", "parameter_counts",
            "name_matches", "replace_linears", "set_trainable"]

@@ -39,6 +39,7 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -98,6 +99,22 @@ def encoder_path(name: str | None = None) -> str:
         "or unset COURSE_OFFLINE to download it from the Hugging Face hub, or pass a local model folder as `name`.")
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load report and progress bars inside the block, then restore both settings."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def load_encoder(name: str | None = None, labels: Sequence[str] = CONLL_TAGS):
     """(fast tokenizer, AutoModelForTokenClassification with a new len(labels)-way head) for ``name``.
 
@@ -105,23 +122,15 @@ def load_encoder(name: str | None = None, labels: Sequence[str] = CONLL_TAGS):
     that says so, and its progress bar, are silenced for this call only.
     """
     from transformers import AutoModelForTokenClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     path = encoder_path(name)
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
     if not tokenizer.is_fast:
         raise ValueError(f"{path} has no fast tokenizer; word_ids() (needed to align labels) needs one.")
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():
         model = AutoModelForTokenClassification.from_pretrained(
             path, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={t: i for i, t in enumerate(labels)})
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
     return tokenizer, model
 
 
@@ -323,6 +332,6 @@ def entity_scores(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequen
 
 
 __all__ = [
-    "DEFAULT_ENCODER", "IGNORE", "encoder_path", "load_encoder", "align_labels", "NERExample", "encode",
-    "collate", "Batches", "batches", "ner_loss", "predict_tags", "entities", "entity_scores",
+    "DEFAULT_ENCODER", "IGNORE", "encoder_path", "quiet_transformers", "load_encoder", "align_labels", "NERExample",
+    "encode", "collate", "Batches", "batches", "ner_loss", "predict_tags", "entities", "entity_scores",
 ]

@@ -46,6 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import KVCache, MultiHeadAttention, padding_mask, sinusoidal_positions
+from .checks import check_tokens
+from .train import count_parameters
 
 
 @dataclass
@@ -192,12 +194,6 @@ class Seq2SeqTransformer(nn.Module):
         pos = self.pos(positions) if self.config.pos_emb == "learned" else self.pe[positions]  # (T, d)
         return self.drop(emb(tokens) * self.scale + pos)  # (B, T, d)
 
-    @staticmethod
-    def _check_tokens(x: torch.Tensor, name: str) -> None:
-        if x.dim() != 2 or x.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"{name} must be token ids of shape (B, length) and an integer dtype, "
-                             f"got shape {tuple(x.shape)} and dtype {x.dtype}.")
-
     def encode(self, src: torch.Tensor, return_attention: bool = False):
         """src (B, S) -> memory (B, S, d) and the source key mask (B, 1, 1, S) (True = real token).
 
@@ -205,7 +201,7 @@ class Seq2SeqTransformer(nn.Module):
         Without cross-attention there is no encoder: returns (None, None). With ``return_attention``
         also the encoder's self-attention weights, one (B, H, S, S) per layer.
         """
-        self._check_tokens(src, "src")
+        check_tokens(src, "src", "length")
         if not self.config.cross_attention:
             return (None, None, []) if return_attention else (None, None)
         src_mask = padding_mask(src, pad_id=self.config.pad_id)  # (B, 1, 1, S)
@@ -225,7 +221,7 @@ class Seq2SeqTransformer(nn.Module):
                cache: DecoderCache | None = None, return_attention: bool = False):
         """tgt_in (B, T) -> logits (B, T, V_tgt). With ``cache`` (from ``new_cache()``) tgt_in holds only the
         new positions. With ``return_attention`` also {"decoder_self": [...], "cross": [...]}, one per layer."""
-        self._check_tokens(tgt_in, "tgt_in")
+        check_tokens(tgt_in, "tgt_in", "length")
         start = 0 if cache is None else len(cache)
         x = self._embed(self.tgt_emb, tgt_in, start)  # (B, T, d)
         w_self, w_cross = [], []
@@ -243,8 +239,8 @@ class Seq2SeqTransformer(nn.Module):
         With ``return_attention``: (logits, {"encoder": [...], "decoder_self": [...], "cross": [...]}),
         lists of per-layer weights (B, H, queries, keys) (``cross`` holds None without cross-attention).
         """
-        self._check_tokens(src, "src")
-        self._check_tokens(tgt_in, "tgt_in")
+        check_tokens(src, "src", "length")
+        check_tokens(tgt_in, "tgt_in", "length")
         if src.size(0) != tgt_in.size(0):
             raise ValueError(f"src and tgt_in must have the same batch size, got {src.size(0)} and {tgt_in.size(0)}.")
         if not return_attention:
@@ -257,7 +253,7 @@ class Seq2SeqTransformer(nn.Module):
         return DecoderCache(len(self.decoder))
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return count_parameters(self)
 
 
 def seq2seq_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -52,27 +52,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import check_images, check_labels
 from .files import atomic_write
 from .metrics import accuracy, train_classifier
-from .train import eval_mode
+from .train import count_flops, eval_mode
+
+AUGMENT_SEED_OFFSET = 10_000  # augmentation_arm's seed = run seed + this: apart from the classifier's
 
 # USD per hour of one device: an ASSUMPTION for the cost arithmetic, edit it to your own prices.
 # "cpu": a 2-core cloud VM; "gpu": one rented data-centre GPU. Not quotes from any provider.
 PRICE_PER_DEVICE_HOUR = {"cpu": 0.10, "gpu": 2.50}
-
-
-def _check_images(x: torch.Tensor, name: str) -> torch.Tensor:
-    x = torch.as_tensor(x)
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28) or not x.is_floating_point():
-        raise ValueError(f"{name}: expected float images (N, 1, 28, 28), got {tuple(x.shape)} {x.dtype}.")
-    return x
-
-
-def _check_labels(y: torch.Tensor, n: int, name: str) -> torch.Tensor:
-    y = torch.as_tensor(y)
-    if y.shape != (n,) or y.is_floating_point() or (n and int(y.min()) < 0):
-        raise ValueError(f"{name}: expected {n} non-negative integer labels, got shape {tuple(y.shape)} {y.dtype}.")
-    return y.long()
 
 
 # ----------------------------------------------------------------------------- collect
@@ -85,7 +74,7 @@ def scarce_indices(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tens
     only) and the first ``per_class`` are taken, so for one seed the sets are nested:
     scarce_indices(y, 5, s) is a subset of scarce_indices(y, 50, s).
     """
-    y = _check_labels(y, len(y), "y")
+    y = check_labels(y, len(y), "y")
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}.")
     chosen = []
@@ -100,8 +89,8 @@ def scarce_indices(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tens
 
 def scarce_subset(x: torch.Tensor, y: torch.Tensor, per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) restricted to exactly ``per_class`` examples per class; see ``scarce_indices``."""
-    x = _check_images(x, "x")
-    idx = scarce_indices(_check_labels(y, len(x), "y"), per_class, seed)
+    x = check_images(x, "x")
+    idx = scarce_indices(check_labels(y, len(x), "y"), per_class, seed)
     return x[idx], y[idx]
 
 
@@ -148,7 +137,7 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, config: A
     x: (N, 1, 28, 28) in [0, 1] -> same shape, still in [0, 1] (bilinear weights are convex).
     Deterministic given ``generator``; with ``config.magnitude = 0`` (and no flip) it is the identity.
     """
-    x = _check_images(x, "x")
+    x = check_images(x, "x")
     config = config or AugmentConfig()
     return warp(x, affine_matrices(len(x), config, generator).to(x))
 
@@ -163,8 +152,8 @@ def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 def augmented_copies(x: torch.Tensor, y: torch.Tensor, per_class: int, generator: torch.Generator | None = None,
                      config: AugmentConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` augmented images per class, cycling through that class's real images: the augmentation arm."""
-    x = _check_images(x, "x")
-    y = _check_labels(y, len(x), "y")
+    x = check_images(x, "x")
+    y = check_labels(y, len(x), "y")
     picks = []
     for c in torch.unique(y).tolist():
         members = (y == c).nonzero().flatten()  # (n_c,)
@@ -179,8 +168,8 @@ def augmented_copies(x: torch.Tensor, y: torch.Tensor, per_class: int, generator
 @torch.no_grad()
 def label_confidence(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module, batch_size: int = 500) -> torch.Tensor:
     """p_classifier(label | image) for each pair: (N,) on the CPU; the classifier runs in eval mode."""
-    images = _check_images(images, "images")
-    labels = _check_labels(labels, len(images), "labels")
+    images = check_images(images, "images")
+    labels = check_labels(labels, len(images), "labels")
     device = next(classifier.parameters()).device
     probs = []
     with eval_mode(classifier):
@@ -213,8 +202,8 @@ def mix_real_and_extra(x_real: torch.Tensor, y_real: torch.Tensor, x_extra: torc
     once in 21 draws; repeating each real image k = ceil(share n_extra / ((1 - share) n_real))
     times keeps the scarce real data from drowning. No extra images: the real set as it is.
     """
-    x_real, x_extra = _check_images(x_real, "x_real"), _check_images(x_extra, "x_extra")
-    y_real, y_extra = _check_labels(y_real, len(x_real), "y_real"), _check_labels(y_extra, len(x_extra), "y_extra")
+    x_real, x_extra = check_images(x_real, "x_real"), check_images(x_extra, "x_extra")
+    y_real, y_extra = check_labels(y_real, len(x_real), "y_real"), check_labels(y_extra, len(x_extra), "y_extra")
     if not 0 < real_share < 1:
         raise ValueError(f"real_share must be in (0, 1), got {real_share}.")
     if len(x_extra) == 0:
@@ -282,7 +271,8 @@ def real_only_arm() -> Arm:
 def augmentation_arm(extra_per_class: int, config: AugmentConfig | None = None) -> Arm:
     """``extra_per_class`` augmented copies of the real images per class, drawn with the seed."""
     def arm(x, y, per_class, seed):
-        return augmented_copies(x, y, extra_per_class, torch.Generator().manual_seed(10_000 + seed), config)
+        generator = torch.Generator().manual_seed(AUGMENT_SEED_OFFSET + seed)
+        return augmented_copies(x, y, extra_per_class, generator, config)
     return arm
 
 
@@ -309,8 +299,8 @@ def run_experiment(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_
     initialisation and batch order and the arm's random draws. Returns one dict per run with
     arm, per_class, seed, accuracy, n_real, n_extra, train_seconds.
     """
-    x = _check_images(x, "x")
-    y = _check_labels(y, len(x), "y")
+    x = check_images(x, "x")
+    y = check_labels(y, len(x), "y")
     scarce = {n: scarce_subset(x, y, n, subset_seed) for n in per_class}  # one real set per N, shared by all runs
     runs = [(n, name, seed) for n in per_class for name in arms for seed in seeds]
     rows = []
@@ -397,16 +387,14 @@ def flops_per_step(model: nn.Module, inputs: torch.Tensor, loss_fn: Callable | N
     convolutions (2 per multiply-add); elementwise work and the optimizer update are not counted.
     Gradients are set to None again afterwards.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
+    def step():
         out = model(inputs)
         if backward:
-            loss = loss_fn(out) if loss_fn is not None else out.sum()
-            loss.backward()
+            (loss_fn(out) if loss_fn is not None else out.sum()).backward()
+
+    flops = count_flops(step)
     model.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
+    return flops
 
 
 def money(seconds: float, device_kind: str = "cpu", prices: dict[str, float] | None = None) -> float:

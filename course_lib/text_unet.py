@@ -55,9 +55,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
+from .checks import check_image_batch, check_timesteps
 from .diffusion import NoiseSchedule, ddim_sample, diffusion_loss
 from .train import eval_mode
-from .unet import Downsample, Level, ResBlock, SelfAttention, count_parameters, sinusoidal_embedding
+from .unet import Downsample, Level, ResBlock, SelfAttention, Upsample, sinusoidal_embedding
 
 
 @dataclass
@@ -123,17 +124,6 @@ class TextAttention(nn.Module):
         return self.cross(self.self_attn(x), context, mask)  # (B, C, H, W)
 
 
-class UpsampleTo(nn.Module):
-    """Nearest-neighbour resize to a given (H, W), then a 3x3 conv (handles odd sizes: 4 -> 7)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))  # (B, C, *size)
-
-
 class TextUNet(nn.Module):
     def __init__(self, config: TextUNetConfig | None = None):
         super().__init__()
@@ -170,7 +160,7 @@ class TextUNet(nn.Module):
                 blocks.append(ResBlock(ch + chans[i], chans[i], d, cfg.groups, cfg.dropout))  # [h, skip] -> out
                 attns.append(TextAttention(chans[i], cfg))
                 ch = chans[i]
-            self.up.append(Level(blocks, attns, UpsampleTo(ch) if i > 0 else nn.Identity()))
+            self.up.append(Level(blocks, attns, Upsample(ch) if i > 0 else nn.Identity()))
 
         self.out_norm = nn.GroupNorm(cfg.groups, ch)
         self.out_conv = nn.Conv2d(ch, cfg.in_channels, 3, padding=1)
@@ -214,14 +204,9 @@ class TextUNet(nn.Module):
 
     def _check_inputs(self, x, t, context, mask):
         cfg = self.config
-        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"TextUNet expects latents of shape (B, {cfg.in_channels}, h, w), got {tuple(x.shape)}.")
+        check_image_batch(x, "TextUNet", (cfg.in_channels, "h", "w"), what="latents")
         B = x.shape[0]
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(B)  # one step for the whole batch
-        if t.shape != (B,):
-            raise ValueError(f"TextUNet expects t of shape ({B},) or a single int, got {tuple(t.shape)}.")
+        t = check_timesteps(t, B, "TextUNet", x.device)
         if context is None:
             if mask is not None:
                 raise ValueError("A mask was given without a context; pass both, or neither for the null caption.")
@@ -339,6 +324,6 @@ def text_ddim_sample(model: TextUNet, schedule: NoiseSchedule, context: torch.Te
 
 
 __all__ = [
-    "TextUNetConfig", "TextUNet", "CrossAttention", "TextAttention", "UpsampleTo", "cross_attention_maps",
-    "CaptionConditioned", "text_diffusion_loss", "text_ddim_sample", "count_parameters",
+    "TextUNetConfig", "TextUNet", "CrossAttention", "TextAttention", "cross_attention_maps",
+    "CaptionConditioned", "text_diffusion_loss", "text_ddim_sample",
 ]

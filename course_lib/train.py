@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import check_labels
 from .files import atomic_write
 from .precision import precision_policy
 
@@ -103,13 +104,29 @@ def accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size
     """Fraction of the rows of ``x`` (N, ...) whose argmax logit equals ``labels`` (N,), batch by batch,
     in eval mode (the model's mode is restored afterwards)."""
     device = next(model.parameters()).device
-    labels = torch.as_tensor(labels).cpu()  # (N,)
+    labels = check_labels(torch.as_tensor(labels).cpu(), len(x))  # (N,)
     correct = 0
     with eval_mode(model):
         for start in range(0, len(x), batch_size):
             pred = model(x[start : start + batch_size].to(device)).argmax(1).cpu()  # (B,)
             correct += int((pred == labels[start : start + batch_size]).sum())
     return correct / len(x)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (only those with requires_grad if ``trainable_only``). A tensor
+    shared by several modules (tied weights, e.g. a GPT's ``lm_head`` and ``wte``) is counted once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of everything ``fn()`` runs, forward and backward, counted by torch's FlopCounterMode: matrix
+    products and convolutions at 2 FLOPs per multiply-add; element-wise work and optimizer updates count 0."""
+    from torch.utils.flop_counter import FlopCounterMode  # imported here: it takes a while (it loads triton)
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 class EMA:

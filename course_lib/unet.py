@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_image_batch, check_labels, check_timesteps
+
 
 @dataclass
 class UNetConfig:
@@ -127,14 +129,16 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour upsampling, then a 3x3 conv."""
+    """Double H and W, or resize to ``size`` (odd sizes: 4 -> 7): nearest-neighbour, then a 3x3 conv."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        if size is None:
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)
+        return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))  # (B, C, *size)
 
 
 class Level(nn.Module):
@@ -227,48 +231,28 @@ class UNet(nn.Module):
 
     def _check_inputs(self, x, t, labels) -> tuple[torch.Tensor, torch.Tensor | None]:
         cfg = self.config
-        f = cfg.downsample_factor
-        if x.ndim != 4 or x.shape[1] != cfg.in_channels or x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(
-                f"UNet expects x of shape (B, {cfg.in_channels}, H, W) with H and W divisible by {f}, "
-                f"got {tuple(x.shape)}. (Add a channel dim with x[:, None]; pad or crop H, W.)"
-            )
+        check_image_batch(x, "UNet", (cfg.in_channels, "H", "W"), cfg.downsample_factor)
         B = x.shape[0]
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(B)  # one step for the whole batch
-        if t.shape != (B,):
-            raise ValueError(f"UNet expects t of shape ({B},) or a single int, got {tuple(t.shape)}.")
+        t = check_timesteps(t, B, "UNet", x.device)
         if cfg.num_classes is None:
             if labels is not None:
                 raise ValueError("This UNet is unconditional (num_classes=None) but labels were given.")
             return t, None
         if labels is None:
             return t, torch.full((B,), cfg.num_classes, device=x.device, dtype=torch.long)  # the null label
+        # Reading label values is free on the CPU; on a GPU it would wait for the GPU at every step, so the
+        # samplers check GPU labels once, before their loop (check_labels below).
         labels = torch.as_tensor(labels, device=x.device)
-        if labels.shape != (B,) or labels.is_floating_point():
-            raise ValueError(f"UNet expects integer labels of shape ({B},), got {labels.dtype} {tuple(labels.shape)}.")
-        if labels.device.type == "cpu":  # free here; on a GPU it would wait for the GPU at every step, so the
-            self.check_labels(labels)  # samplers check GPU labels once, before their loop
-        return t, labels.long()
+        return t, check_labels(labels, B, self._labels_name, cfg.num_classes + 1, values=labels.device.type == "cpu")
 
     def check_labels(self, labels: torch.Tensor) -> None:
         """Raise unless every label lies in [0, num_classes] (num_classes = the null label). Reading the
         result waits for the GPU, so loops call it once, not at every step."""
-        n = self.config.num_classes
-        if (labels < 0).any() or (labels > n).any():
-            raise ValueError(
-                f"labels must lie in [0, {n}] ({n} = the null label), "
-                f"got values in [{labels.min().item()}, {labels.max().item()}]."
-            )
+        check_labels(labels, len(labels), self._labels_name, self.config.num_classes + 1)
+
+    @property
+    def _labels_name(self) -> str:
+        return f"UNet labels ({self.config.num_classes} = the null label)"
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-__all__ = [
-    "UNetConfig", "UNet", "sinusoidal_embedding", "ResBlock", "SelfAttention", "Downsample", "Upsample",
-    "count_parameters",
-]
+__all__ = ["UNetConfig", "UNet", "sinusoidal_embedding", "ResBlock", "SelfAttention", "Downsample", "Upsample"]

@@ -36,23 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .autoencoders import mlp
+from .checks import IMAGE_SHAPE
+
 LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
 class VAEConfig:
-    input_dim: int = 784  # pixels of a flattened 28x28 image
+    input_dim: int = math.prod(IMAGE_SHAPE)  # 784 pixels of a flattened 28x28 image
     hidden: int = 512  # width of every hidden layer
     latent_dim: int = 32  # dimension of z
     n_layers: int = 1  # hidden layers in the encoder, and as many in the decoder
-
-
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers of the given sizes with a ReLU after each one: [a, b, c] -> a->b, ReLU, b->c, ReLU."""
-    layers: list[nn.Module] = []
-    for d_in, d_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(d_in, d_out), nn.ReLU()]
-    return nn.Sequential(*layers)
 
 
 class VAE(nn.Module):
@@ -60,10 +55,10 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config = config or VAEConfig()
         h = [config.hidden] * config.n_layers
-        self.encoder = mlp([config.input_dim, *h])  # x -> features
+        self.encoder = mlp([config.input_dim, *h], last_activation=True)  # x -> features
         self.to_mu = nn.Linear(config.hidden, config.latent_dim)  # features -> mu
         self.to_logvar = nn.Linear(config.hidden, config.latent_dim)  # features -> log sigma^2
-        self.decoder = mlp([config.latent_dim, *h])  # z -> features
+        self.decoder = mlp([config.latent_dim, *h], last_activation=True)  # z -> features
         self.to_logits = nn.Linear(config.hidden, config.input_dim)  # features -> Bernoulli logits
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +202,7 @@ def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01, batch_siz
 
 
 __all__ = [
-    "VAEConfig", "VAE", "mlp", "reparameterize", "gaussian_kl", "bernoulli_log_likelihood",
+    "VAEConfig", "VAE", "reparameterize", "gaussian_kl", "bernoulli_log_likelihood",
     "standard_normal_log_prob", "ELBOTerms", "elbo", "iwae_bound", "iwae_nll", "neg_elbo",
     "binarize", "active_units",
 ]

@@ -49,21 +49,18 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
+from .checks import IMAGE_SHAPE, NUM_CLASSES, check_choice, check_images, check_labels
 from .device import get_device
 from .diffusion import NoiseSchedule, ddim_sample, diffusion_loss
-from .fcd import _check_images
 from .files import sha256_of
 from .gan import GANConfig, Discriminator, Generator, from_unit, generate_images, to_unit, train_gan
-from .train import EMA, History, cosine_lr, fit, load_checkpoint, save_checkpoint
+from .train import EMA, History, count_flops, cosine_lr, fit, load_checkpoint, save_checkpoint
 from .unet import UNet, UNetConfig
 from .vae import VAE, VAEConfig, binarize, elbo
 
 MODELS = ("vae", "dcgan", "cgan", "wgan_gp", "ddpm", "cfg")
 CONDITIONAL = ("cgan", "cfg")
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -145,9 +142,7 @@ SAMPLER_SETTINGS = ("ddim_steps", "eta", "guidance_scale")
 
 
 def _check_name(name: str) -> str:
-    if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(MODELS)}.")
-    return name
+    return check_choice(name, MODELS, "model")
 
 
 def _family(name: str) -> str:
@@ -161,11 +156,7 @@ def _check_labels(name: str, labels, n: int, who: str) -> torch.Tensor | None:
     if labels is None:
         raise ValueError(f"{who}: {name!r} is class-conditional: pass labels, an int64 tensor of shape ({n},) "
                          f"with values in [0, {NUM_CLASSES}).")
-    labels = torch.as_tensor(labels).cpu()
-    if labels.shape != (n,) or labels.is_floating_point() or labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise ValueError(f"{who}: labels must be integers in [0, {NUM_CLASSES}) of shape ({n},), "
-                         f"got {labels.dtype} of shape {tuple(labels.shape)}.")
-    return labels.long()
+    return check_labels(torch.as_tensor(labels).cpu(), n, f"{who}: labels", NUM_CLASSES)
 
 
 class _Batches:
@@ -229,7 +220,7 @@ def _advance_vae(run: Run, steps: int, progress: bool) -> None:
 def _draw_vae(trained: Trained, b: int, labels, g: torch.Generator, settings: dict) -> torch.Tensor:
     model = trained.model
     z = torch.randn(b, model.config.latent_dim, generator=g).to(next(model.parameters()).device)  # (b, latent_dim)
-    return torch.sigmoid(model.decode(z)).view(b, 1, 28, 28)  # the decoder's pixel means
+    return torch.sigmoid(model.decode(z)).view(b, *IMAGE_SHAPE)  # the decoder's pixel means
 
 
 def _start_gan(run: Run) -> None:
@@ -274,7 +265,7 @@ def _advance_diffusion(run: Run, steps: int, progress: bool) -> None:
 
 def _draw_diffusion(trained: Trained, b: int, labels, g: torch.Generator, settings: dict) -> torch.Tensor:
     s = {k: trained.extra[k] for k in SAMPLER_SETTINGS} | settings
-    shape = (b, *trained.extra.get("image_shape", (1, 28, 28)))  # (b, 1, 28, 28) for MNIST
+    shape = (b, *trained.extra.get("image_shape", IMAGE_SHAPE))  # (b, 1, 28, 28) for MNIST
     x = ddim_sample(trained.model, trained.extra["schedule"], shape, steps=s["ddim_steps"], eta=s["eta"],
                     labels=labels, guidance_scale=s["guidance_scale"] if labels is not None else 1.0, clip_x0=True,
                     generator=g, progress=False)
@@ -324,7 +315,7 @@ class Run:
         overrides = {k: v for k, v in dict(lr=lr, width=width, ema_decay=ema_decay).items() if v is not None}
         self.name, self.recipe = name, Recipe(**{**asdict(recipe), **overrides})
         self.family = FAMILIES[_family(name)]
-        x = _check_images(x, "x", shape=self._image_shape(x))
+        x = check_images(x, "x", self._image_shape(x), unit_range=True)
         y = _check_labels(name, y, x.shape[0], f"train({name!r})")
         if steps < 1 or batch_size < 1:
             raise ValueError(f"train: steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}.")
@@ -363,9 +354,9 @@ class Run:
     def _image_shape(self, x: torch.Tensor) -> tuple:
         """(1, 28, 28), or for diffusion any (1, H, W) with H and W divisible by 4 (the UNet halves them twice):
         notebook 08's spectrograms are (1, 32, 32)."""
-        shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) and x.ndim == 4 else (1, 28, 28)
+        shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) and x.ndim == 4 else IMAGE_SHAPE
         ok = self.family is FAMILIES["diffusion"] and shape[0] == 1 and shape[1] % 4 == 0 and shape[2] % 4 == 0
-        return shape if ok else (1, 28, 28)
+        return shape if ok else IMAGE_SHAPE
 
     def _cuda(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
@@ -472,30 +463,10 @@ def sample(trained: Trained, n: int, labels: torch.Tensor | None = None, *, seed
 # ----------------------------------------------------------------------------- cost, save, load
 
 
-class _FlopCounter(TorchDispatchMode):
-    """Sums torch's FLOP formulas (``torch.utils.flop_counter.flop_registry``) over every op that runs.
-
-    (``FlopCounterMode`` does the same but also tracks modules with backward hooks, which fail inside the
-    ``torch.autograd.grad`` call of the gradient penalty.)
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.total += formula(*args, **kwargs, out_val=out)
-        return out
-
-
 def train_flops_per_step(trained_or_name: Trained | str, batch_size: int = 64, width: int | None = None) -> float:
     """FLOPs of one training step (forward and backward passes, all discriminator steps included).
 
-    Counted with torch's FLOP formulas around ``train(..., steps=1)`` on random images, so it counts
+    Counted by ``course_lib.train.count_flops`` around ``train(..., steps=1)`` on random images, so it counts
     exactly what ``train`` runs: matrix products and convolutions (2 FLOPs per multiply-add); element-wise
     work and the optimizer's updates are not counted. ``width`` defaults to the trained model's or the recipe's.
     """
@@ -504,11 +475,10 @@ def train_flops_per_step(trained_or_name: Trained | str, batch_size: int = 64, w
     else:
         name = _check_name(trained_or_name)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, 1, 28, 28, generator=g)  # (B, 1, 28, 28)
+    x = torch.rand(batch_size, *IMAGE_SHAPE, generator=g)  # (B, 1, 28, 28)
     y = torch.randint(0, NUM_CLASSES, (batch_size,), generator=g)  # (B,)
-    with _FlopCounter() as counter:
-        train(name, x, y, steps=1, batch_size=batch_size, width=width, device="cpu", progress=False)
-    return float(counter.total)
+    return float(count_flops(lambda: train(name, x, y, steps=1, batch_size=batch_size, width=width, device="cpu",
+                                           progress=False)))
 
 
 def save(trained: Trained, path: str | Path, half: bool = False) -> Path:

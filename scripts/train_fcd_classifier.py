@@ -29,6 +29,7 @@ from course_lib import fcd as fcd_lib
 from course_lib.data import load_fashion_mnist, load_mnist
 from course_lib.files import atomic_write, sha256_of
 from course_lib.device import seed_everything
+from course_lib.train import accuracy, count_parameters
 
 LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
 N_CALIBRATION = 10_000
@@ -66,20 +67,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     return F.conv2d(x, kernel, padding=radius).clamp(0, 1)  # (N, 1, 28, 28)
 
 
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    model.eval()
-    correct = sum((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum().item()
-                  for i in range(0, len(y), batch_size))
-    return correct / len(y)
-
-
 def train(dataset: str, epochs: int, batch_size: int, lr: float, seed: int) -> dict:
     generator = seed_everything(seed, deterministic=True)
     data = LOADERS[dataset]
     train_set, test_set = data("train"), data("test")
     model = fcd_lib.new_classifier(dataset)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = count_parameters(model)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = len(train_set) // batch_size  # the last partial batch is dropped
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
@@ -101,7 +94,7 @@ def train(dataset: str, epochs: int, batch_size: int, lr: float, seed: int) -> d
             opt.step()
             sched.step()
             total += loss.item()
-        acc = accuracy(model, test_set.x, test_set.y)
+        acc = accuracy(model, test_set.x, test_set.y, batch_size=1000)
         print(f"[{dataset}] epoch {epoch + 1}/{epochs}: train loss {total / steps_per_epoch:.4f}, "
               f"test accuracy {acc:.4f}, {time.time() - t0:.0f} s", flush=True)
     train_seconds = time.time() - t0

@@ -40,12 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from course_lib import fcd, zoo  # noqa: E402
-from course_lib.audio import SpectrogramConfig, accuracy, train_digit_classifier, waveform_to_image  # noqa: E402
+from course_lib.audio import SpectrogramConfig, train_digit_classifier, waveform_to_image  # noqa: E402
 from course_lib.data import load_fashion_mnist, load_fsdd, load_mnist  # noqa: E402
 from course_lib.device import describe_device  # noqa: E402
 from course_lib.files import atomic_write, sha256_of  # noqa: E402
 from course_lib.results import git_commit  # noqa: E402
-from course_lib.train import load_checkpoint, save_checkpoint  # noqa: E402
+from course_lib.train import accuracy, count_parameters, load_checkpoint, save_checkpoint  # noqa: E402
 
 SPEC = SpectrogramConfig()
 
@@ -257,7 +257,7 @@ def main() -> None:
         "dataset": dataset, "recipe": {**spec, "seed": SEED, **({"sampler": sampler} if sampler else {})},
         "steps": run.step, "train_seconds": round(run.seconds, 1), "machine": describe_device(device),
         "platform": platform.platform(), "torch_version": torch.__version__, "commit": git_commit(),
-        "n_params": sum(p.numel() for p in trained.model.parameters()),
+        "n_params": count_parameters(trained.model),
         "fcd_reference": "all 10,000 test images" if dataset != AUDIO else None,
         "metric": "fcd" if dataset != AUDIO else "class_accuracy of notebook 08's spoken-digit classifier",
         "curve_n": args.curve_n, "curve": curve, "final": final,

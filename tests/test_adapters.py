@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib.adapters import AdaptedLinear, AdapterConfig, BottleneckAdapter, add_adapters, count_parameters
+from course_lib.adapters import AdaptedLinear, AdapterConfig, BottleneckAdapter, add_adapters
+from course_lib.lora import parameter_counts
 
 import transformers  # a declared dependency: an import failure must fail, not skip
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
@@ -41,7 +42,7 @@ def test_forward_equals_hand_computation():
 
 def test_two_adapters_per_layer_and_analytic_counts():
     model = tiny_bert()
-    _, base_total = count_parameters(model)
+    _, base_total = parameter_counts(model)
     m = 8
     names = add_adapters(model, AdapterConfig(bottleneck=m))
     assert names == [f"bert.encoder.layer.{i}.{s}" for i in range(LAYERS) for s in ("attention.output.dense", "output.dense")]
@@ -49,7 +50,7 @@ def test_two_adapters_per_layer_and_analytic_counts():
     layer_norms = (2 * LAYERS + 1) * 2 * D  # two per layer plus the embeddings' LayerNorm, gain and bias each
     head = D * LABELS + LABELS
     assert sum(isinstance(mod, BottleneckAdapter) for mod in model.modules()) == 2 * LAYERS
-    assert count_parameters(model) == (adapters + layer_norms + head, base_total + adapters)
+    assert parameter_counts(model) == (adapters + layer_norms + head, base_total + adapters)
 
 
 def test_only_adapters_layer_norms_and_head_get_gradients():

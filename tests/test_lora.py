@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from course_lib.gpt import GPT, GPTConfig
-from course_lib.lora import LoRAConfig, LoRALinear, add_lora, count_parameters, merge_lora
+from course_lib.lora import LoRAConfig, LoRALinear, add_lora, merge_lora, parameter_counts
 
 import transformers  # a declared dependency: an import failure must fail, not skip
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
@@ -50,7 +50,7 @@ def test_matches_peft_outputs_and_trainable_count():
     # peft wraps "classifier" in a ModulesToSaveWrapper: the original head (frozen) plus a trainable
     # copy, so its *total* includes the head twice; the trainable numbers mean the same thing.
     p_trainable, p_total = theirs.get_nb_trainable_parameters()
-    trainable, total = count_parameters(ours)
+    trainable, total = parameter_counts(ours)
     head = D * LABELS + LABELS
     assert trainable == p_trainable
     assert total == p_total - head
@@ -118,14 +118,14 @@ def test_one_step_changes_only_lora_and_head():
 
 def test_trainable_count_is_r_times_in_plus_out():
     model = tiny_bert()
-    _, base_total = count_parameters(model)
+    _, base_total = parameter_counts(model)
     r = 3
     names = add_lora(model, LoRAConfig(r=r, target_modules=("query", "value", "intermediate.dense", "output.dense")))
     # per layer: query, value (32 -> 32), intermediate.dense (32 -> 64), output.dense (64 -> 32),
     # attention.output.dense (32 -> 32)
     per_layer = r * ((D + D) * 2 + (D + FF) + (FF + D) + (D + D))
     assert len(names) == 5 * LAYERS
-    assert count_parameters(model) == (LAYERS * per_layer, base_total + LAYERS * per_layer)
+    assert parameter_counts(model) == (LAYERS * per_layer, base_total + LAYERS * per_layer)
 
 
 def test_course_gpt_merge_parity_and_generate():
@@ -135,7 +135,7 @@ def test_course_gpt_merge_parity_and_generate():
     names = add_lora(model, LoRAConfig(r=2, target_modules=("attn.qkv", "attn.out_proj")))
     assert names == ["h.0.attn.qkv", "h.0.attn.out_proj", "h.1.attn.qkv", "h.1.attn.out_proj"]
     lora = 2 * 2 * ((16 + 48) + (16 + 16))
-    assert count_parameters(model) == (lora, n_base + lora)
+    assert parameter_counts(model) == (lora, n_base + lora)
     randomize_lora_B(model)
     x = torch.randint(0, 13, (2, 10), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

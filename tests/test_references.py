@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from course_lib import fcd, zoo
-from course_lib.audio import SpectrogramConfig, accuracy, train_digit_classifier, waveform_to_image
+from course_lib.audio import SpectrogramConfig, train_digit_classifier, waveform_to_image
 from course_lib.data import load_fashion_mnist, load_fsdd, load_mnist
+from course_lib.train import accuracy
 
 MANIFEST = zoo.references()
 NAMES = sorted(MANIFEST)

@@ -7,9 +7,10 @@ import torch
 
 from course_lib.diffusion import NoiseSchedule, ddim_step, ddim_timesteps, diffusion_loss
 from course_lib.text_unet import (
-    CaptionConditioned, CrossAttention, TextUNet, TextUNetConfig, count_parameters, cross_attention_maps,
+    CaptionConditioned, CrossAttention, TextUNet, TextUNetConfig, cross_attention_maps,
     text_ddim_sample, text_diffusion_loss,
 )
+from course_lib.train import count_parameters
 
 
 def gen(seed):

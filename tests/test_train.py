@@ -212,6 +212,22 @@ def test_accuracy_matches_a_direct_count_across_batches_in_eval_mode():
         assert accuracy(net, x, labels, batch_size=batch_size) == pytest.approx(expected, abs=1e-12)
     assert net.training, "accuracy must restore the model's mode"
     assert accuracy(net, x, (labels + 1) % 3) < 1.0 - expected + 1e-9  # wrong labels score lower
+    with pytest.raises(ValueError, match=r"expected 23 integer labels"):
+        accuracy(net, x, labels[:5])
+
+
+def test_parameter_and_flop_counts_match_a_hand_count():
+    from course_lib.train import count_flops, count_parameters
+
+    net = nn.Sequential(nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(4, 5, requires_grad=True)
+    # forward 2 B (5*3 + 3*2) FLOPs; backward twice that (gradients of the inputs and of the weights)
+    assert count_flops(lambda: net(x).sum().backward()) == 3 * 2 * 4 * (5 * 3 + 3 * 2)
+    assert count_parameters(net) == (5 * 3 + 3) + (3 * 2 + 2)
+    net[0].requires_grad_(False)
+    assert count_parameters(net, trainable_only=True) == 3 * 2 + 2
+    tied = nn.Sequential(net[2], net[2])  # the same Linear twice: its tensors count once
+    assert count_parameters(tied) == 3 * 2 + 2
 
 
 def test_ema_follows_its_formula_with_warm_up_and_copies_buffers():

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from course_lib.unet import SelfAttention, UNet, UNetConfig, count_parameters, sinusoidal_embedding
+from course_lib.train import count_parameters
+from course_lib.unet import SelfAttention, UNet, UNetConfig, sinusoidal_embedding
 
 
 def small_unet(num_classes=10, seed=0, **kw):
@@ -100,8 +101,8 @@ def test_self_attention_matches_explicit_softmax():
 
 
 @pytest.mark.parametrize("shape, match", [
-    ((3, 28, 28), "expects x of shape"),
-    ((2, 3, 28, 28), "expects x of shape"),
+    ((3, 28, 28), r"expects images of shape \(B, 1, H, W\).*x\[:, None\]"),
+    ((2, 3, 28, 28), r"expects images of shape \(B, 1, H, W\)"),
     ((2, 1, 30, 28), "divisible by 4"),
 ])
 def test_wrong_image_shape_raises_clear_error(shape, match):
@@ -114,7 +115,7 @@ def test_wrong_t_and_label_inputs_raise_clear_errors():
     x, t = inputs(b=2)
     with pytest.raises(ValueError, match="t of shape"):
         model(x, torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\]"):
+    with pytest.raises(ValueError, match=r"10 = the null label.*labels in \[0, 11\)"):
         model(x, t, torch.tensor([0, 11]))
     with pytest.raises(ValueError, match="integer labels"):
         model(x, t, torch.tensor([0.0, 1.0]))
@@ -132,5 +133,5 @@ def test_labels_on_a_gpu_are_not_read_at_every_forward():
     x = torch.empty(2, 1, 28, 28, device="meta")
     labels = torch.tensor([0, 11], device="meta")  # out of range, and nobody looks at every step
     assert model(x, torch.zeros(2, dtype=torch.long, device="meta"), labels).shape == (2, 1, 28, 28)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\]"):
+    with pytest.raises(ValueError, match=r"10 = the null label.*labels in \[0, 11\)"):
         small_unet().check_labels(torch.tensor([0, 11]))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from ..checks import check_choice
 from ..files import sha256_of
 from .core import (DATA_ENV, OFFLINE_ENV, DataError, _missing_message, atomic_download, data_root, downloads_allowed,
                    manifest, upstream_changed, verify)
@@ -147,8 +148,7 @@ def load_fsdd(split: str = "train", length: int | None = None) -> AudioSplit:
     given, in which case each is cropped or zero-padded at the end to ``length`` samples
     (8000 = one second) and they are stacked into one (N, length) tensor.
     """
-    if split not in FSDD_SPLITS:
-        raise ValueError(f"Unknown split {split!r}; choose one of {list(FSDD_SPLITS)}.")
+    check_choice(split, FSDD_SPLITS, "split")
     if length is not None and length <= 0:
         raise ValueError(f"length must be a positive number of samples, got {length}.")
     root = data_root()

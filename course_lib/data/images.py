@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
+from ..checks import check_choice
 from ..files import atomic_write
 from .core import DataError, atomic_download, data_root, downloads_allowed, verify
 
@@ -42,9 +43,7 @@ def _torchvision_class(name: str):
     import torchvision
 
     classes = {"MNIST": torchvision.datasets.MNIST, "FashionMNIST": torchvision.datasets.FashionMNIST}
-    if name not in classes:
-        raise ValueError(f"Unknown image dataset {name!r}; choose one of {sorted(classes)}.")
-    return classes[name]
+    return classes[check_choice(name, sorted(classes), "image dataset")]
 
 
 def _download_raw(cls, name: str, root: Path) -> None:
@@ -74,8 +73,7 @@ def load_images(name: str, split: str = "train", limit: int | None = None) -> Im
     Files are checked against their published sha256 first; when they are missing and
     downloads are allowed they are fetched into the data root.
     """
-    if split not in _FILES:
-        raise ValueError(f"Unknown split {split!r}; choose 'train' or 'test'.")
+    check_choice(split, _FILES, "split")
     cls = _torchvision_class(name)
     root = data_root()
     rels = [f"{name}/raw/{f}" for f in _FILES[split]]

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import numpy as np
 import torch
 
+from ..checks import check_choice
 from .core import DATA_ENV, DataError, fetch, manifest
 
 # ---------------------------------------------------------------------------------------
@@ -172,8 +173,7 @@ def load_conll2003(split: str = "train") -> list[Sentence]:
     Each sentence is ``(tokens, tags)`` with tags from ``CONLL_TAGS``; ``-DOCSTART-`` lines
     and empty sentences are dropped.
     """
-    if split not in _CONLL_SPLITS:
-        raise ValueError(f"Unknown split {split!r}; choose one of {list(_CONLL_SPLITS)}.")
+    check_choice(split, _CONLL_SPLITS, "split")
     path = fetch(f"conll2003/{split}.txt", _CONLL_URL.format(split=split))
     known = set(CONLL_TAGS)
     sentences: list[Sentence] = []
@@ -222,11 +222,9 @@ def load_multi30k(split: str = "train", src: str = "en", tgt: str = "fr") -> lis
     29,000 / 1,014 / 1,000 pairs for ``split`` = train / val / test (the 2016 Flickr test set);
     ``src`` and ``tgt`` are each one of ``en``, ``de``, ``fr``.
     """
-    if split not in _MULTI30K_FILES:
-        raise ValueError(f"Unknown split {split!r}; choose one of {list(_MULTI30K_FILES)}.")
+    check_choice(split, _MULTI30K_FILES, "split")
     for lang in (src, tgt):
-        if lang not in MULTI30K_LANGUAGES:
-            raise ValueError(f"Unknown language {lang!r}; Multi30k has {list(MULTI30K_LANGUAGES)}.")
+        check_choice(lang, MULTI30K_LANGUAGES, "Multi30k language")
     source, target = _multi30k_lines(split, src), _multi30k_lines(split, tgt)
     if len(source) != len(target):
         raise DataError(f"Multi30k {split}: {len(source)} {src} lines but {len(target)} {tgt} lines; "
