@@ -1,7 +1,8 @@
 """Command line: ``python -m course_lib doctor [--verify]`` checks that this machine is ready for the course."""
 import sys
 
-COMMANDS = {"doctor": "check Python, packages, device, data, the reference models, the pretrained encoder and disk space"}
+COMMANDS = {"doctor": "check Python, packages, device, data, the reference models, "
+                      "the pretrained encoder and disk space"}
 
 
 def main(argv: list[str]) -> int:

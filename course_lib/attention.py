@@ -208,7 +208,8 @@ class Rotary(nn.Module):
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x (..., T, head_dim), positions (T,) -> x rotated, the same as ``apply_rotary(x, positions)``."""
         if int(positions.max()) >= self.cos.size(0):
-            raise ValueError(f"Position {int(positions.max())} is beyond the rotary table ({self.cos.size(0)} positions).")
+            raise ValueError(f"Position {int(positions.max())} is beyond the rotary table "
+                             f"({self.cos.size(0)} positions).")
         return rotate(x, self.cos[positions], self.sin[positions])
 
 
@@ -264,7 +265,8 @@ class MultiHeadAttention(nn.Module):
         if d_model % n_head:
             raise ValueError(f"d_model={d_model} must be divisible by n_head={n_head}.")
         if rotary is not None and cross:
-            raise ValueError("Rotary positions are for self-attention; cross-attention keys come from another sequence.")
+            raise ValueError("Rotary positions are for self-attention; "
+                             "cross-attention keys come from another sequence.")
         self.d_model, self.n_head, self.d_head = d_model, n_head, d_model // n_head
         self.cross, self.dropout, self.rotary = cross, dropout, rotary
         d_context = d_context or d_model

@@ -116,7 +116,8 @@ def _check_waveform(waveform: torch.Tensor) -> torch.Tensor:
     if waveform.ndim == 1:
         waveform = waveform[None]
     if waveform.ndim != 2 or not waveform.is_floating_point():
-        raise ValueError(f"Expected float waveforms of shape (N, L) or (L,), got {waveform.dtype} {tuple(waveform.shape)}.")
+        raise ValueError("Expected float waveforms of shape (N, L) or (L,), "
+                         f"got {waveform.dtype} {tuple(waveform.shape)}.")
     return waveform.float()
 
 

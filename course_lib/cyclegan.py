@@ -193,7 +193,8 @@ class PatchDiscriminator(nn.Module):
 
 
 class CycleGAN(nn.Module):
-    """The four networks in one module (one ``state_dict`` to save); ``generators()``/``discriminators()`` for optimizers."""
+    """The four networks in one module (one ``state_dict`` to save);
+    ``generators()``/``discriminators()`` for optimizers."""
 
     def __init__(self, config: CycleGANConfig | None = None):
         super().__init__()
@@ -319,7 +320,8 @@ def discriminator_step(model: CycleGAN, opt_d: torch.optim.Optimizer, real_a: to
 # ----------------------------------------------------------------------------- training and evaluation
 
 
-def random_batches(x: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+def random_batches(x: torch.Tensor, batch_size: int,
+                   generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
     """An endless stream of random batches (B, ...) of rows of ``x``, drawn with replacement."""
     while True:
         yield x[torch.randint(x.shape[0], (batch_size,), generator=generator)]
@@ -341,7 +343,8 @@ def train_cyclegan(model: CycleGAN, a: torch.Tensor, b: torch.Tensor, *, steps: 
     check_images(b, "train_cyclegan (b)", model.config.channels)
     misspelt = [k for k in loop if k.startswith("lambda")]
     if misspelt:
-        raise TypeError(f"train_cyclegan: unknown keyword(s) {misspelt}; the loss weights are lambda_cycle / lambda_identity.")
+        raise TypeError(f"train_cyclegan: unknown keyword(s) {misspelt}; "
+                        "the loss weights are lambda_cycle / lambda_identity.")
     weights = {k: v for k, v in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity)) if v is not None}
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).train()
@@ -367,7 +370,8 @@ def translate(net: nn.Module, x: torch.Tensor, batch_size: int = 500,
     """Apply a generator to many images in batches without gradients; the result is on the CPU."""
     device = torch.device(device) if device is not None else next(net.parameters()).device
     with eval_mode(net):
-        return torch.cat([net(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)])
+        return torch.cat([net(x[i : i + batch_size].to(device)).float().cpu()
+                          for i in range(0, x.shape[0], batch_size)])
 
 
 def mean_abs_error(x_hat: torch.Tensor, x: torch.Tensor) -> float:

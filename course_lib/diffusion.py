@@ -450,7 +450,8 @@ def _sample_loop(model, schedule, shape, plan: _Plan, s: SamplerSettings, inpain
                 frames.append((t, x.cpu(), x0_hat.cpu()))
     if not s.return_trajectory:
         return x
-    return x, Trajectory([f[0] for f in frames], torch.stack([f[1] for f in frames]), torch.stack([f[2] for f in frames]))
+    return x, Trajectory([f[0] for f in frames], torch.stack([f[1] for f in frames]),
+                         torch.stack([f[2] for f in frames]))
 
 
 def ddpm_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, variance: str = "posterior",

@@ -58,7 +58,8 @@ class DDPConfig:
     n_embd: int = 128
     lr: float = 3e-3
     seed: int = 0
-    amp: bool = False  # mixed precision (course_lib.precision: bf16, or fp16 + GradScaler on older GPUs; weights stay fp32)
+    # mixed precision (course_lib.precision: bf16, or fp16 + GradScaler on older GPUs; weights stay fp32)
+    amp: bool = False
     log_every: int = 20
 
 
@@ -111,7 +112,8 @@ def train(cfg: DDPConfig, data: torch.Tensor, vocab_size: int, replica_dir: str 
         for k in range(cfg.grad_accum):
             x, y = (t.to(device) for t in micro_batch(data, cfg, step, rank * cfg.grad_accum + k))
             last = k == cfg.grad_accum - 1
-            sync = ddp.no_sync() if (world > 1 and not last) else contextlib.nullcontext()  # all-reduce on the last one only
+            # all-reduce on the last one only
+            sync = ddp.no_sync() if (world > 1 and not last) else contextlib.nullcontext()
             with sync, policy.autocast():
                 _, loss = ddp(x, y)
             scaler.scale(loss / cfg.grad_accum).backward()  # DDP averages over ranks, we average over micro-batches

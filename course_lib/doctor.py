@@ -98,7 +98,8 @@ def check_torchvision_ops() -> Check:
         return Check("torch + torchvision", "fail", f"torchvision does not work with this torch: {err}".strip(),
                      "Install a matching pair, e.g. `pip install torch==2.14.1 torchvision==0.29.1` "
                      "(see the compatibility table at pytorch.org/get-started/previous-versions).")
-    return Check("torch + torchvision", "ok", f"torch {torch.__version__} and torchvision {torchvision.__version__} work together")
+    return Check("torch + torchvision", "ok",
+                 f"torch {torch.__version__} and torchvision {torchvision.__version__} work together")
 
 
 def check_device() -> Check:
@@ -111,7 +112,8 @@ def check_device() -> Check:
     if device.type == "cuda":
         return Check("device", "ok", f"{describe_device(device)}: every profile runs; `gpu` is meant for it")
     return Check("device", "warn", f"{describe_device(device)}: no GPU, so use the smoke or cpu profile",
-                 "For the gpu profile use a machine with an NVIDIA GPU (on Colab: Runtime > Change runtime type > GPU).")
+                 "For the gpu profile use a machine with an NVIDIA GPU "
+                 "(on Colab: Runtime > Change runtime type > GPU).")
 
 
 def check_data(verify_hashes: bool = False) -> list[Check]:

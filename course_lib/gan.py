@@ -56,7 +56,8 @@ def _check_kind(kind: str) -> str:
     return check_choice(kind, LOSS_KINDS, "GAN loss kind")
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Tensor:
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                       kind: str = "non_saturating") -> torch.Tensor:
     """The loss D (or the critic) minimises, from its outputs on a real and a fake batch."""
     if _check_kind(kind) in ("saturating", "non_saturating"):
         # -log sigmoid(r) = softplus(-r);  -log(1 - sigmoid(f)) = softplus(f)
@@ -241,7 +242,8 @@ def ring_centers(n_modes: int = 8, radius: float = 1.0) -> torch.Tensor:
     return radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
 
 
-def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float = 0.05, min_fraction: float = 0.01) -> dict[str, float]:
+def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float = 0.05,
+                  min_fraction: float = 0.01) -> dict[str, float]:
     """How many modes a sampler covers, and how many of its samples land on any mode.
 
     A sample is *high quality* when it lies within 3 std of its nearest centre; a mode is
@@ -343,7 +345,8 @@ def generate_images(generator: nn.Module, n: int, labels: torch.Tensor | None = 
     with eval_mode(generator):
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            z = torch.randn(b, generator.latent_dim, generator=rng, device=rng.device if rng is not None else "cpu").to(device)
+            z = torch.randn(b, generator.latent_dim, generator=rng,
+                            device=rng.device if rng is not None else "cpu").to(device)
             y = None if labels is None else labels[start:start + b].to(device)
             out.append(to_unit(generator(z, y)).float().cpu())
     return torch.cat(out)

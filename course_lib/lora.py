@@ -31,8 +31,8 @@ Usage::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -145,7 +145,8 @@ def add_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
     config = config or LoRAConfig()
     present = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
     if present:
-        raise ValueError(f"This model already has LoRA layers ({', '.join(present[:4])}{', ...' if len(present) > 4 else ''}): "
+        raise ValueError("This model already has LoRA layers "
+                         f"({', '.join(present[:4])}{', ...' if len(present) > 4 else ''}): "
                          "add_lora once per model; merge_lora(model) first to stack a new adapter on merged weights.")
     model.requires_grad_(False)
     names = replace_linears(model, config.target_modules,

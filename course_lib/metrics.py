@@ -126,7 +126,8 @@ def kid(feats_a, feats_b, n_subsets: int = 100, subset_size: int = 1000,
 
 @torch.no_grad()
 def nearest_neighbours(queries, reference, k: int = 1, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euclidean k nearest rows of ``reference`` for each query: distances (N, k) float64, indices (N, k), nearest first."""
+    """Euclidean k nearest rows of ``reference`` for each query: distances (N, k) float64,
+    indices (N, k), nearest first."""
     q, ref = _check_pair(queries, reference, ("queries", "reference"))
     if not 1 <= k <= ref.shape[0]:
         raise ValueError(f"k must be between 1 and the {ref.shape[0]} reference rows, got k={k}.")

@@ -56,7 +56,7 @@ class GaussianMixture:
         L = torch.linalg.cholesky(self.covs)[k]  # (n, D, D)
         return self.means[k] + (L @ eps[:, :, None]).squeeze(-1)  # (n, D)
 
-    def em_step(self, x: torch.Tensor, reg: float = 1e-6) -> "GaussianMixture":
+    def em_step(self, x: torch.Tensor, reg: float = 1e-6) -> GaussianMixture:
         """One EM iteration on data ``x`` (N, D); returns the updated mixture."""
         r = self.responsibilities(x)  # (N, K)   E-step
         Nk = r.sum(0) + 1e-12  # (K,)
@@ -67,7 +67,7 @@ class GaussianMixture:
         return GaussianMixture(weights=Nk / Nk.sum(), means=means, covs=covs)
 
     @classmethod
-    def init_from_data(cls, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> "GaussianMixture":
+    def init_from_data(cls, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> GaussianMixture:
         """k random data points as means, the data covariance for every component, equal weights."""
         idx = torch.randperm(len(x), generator=generator)[:k]
         cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1])

@@ -40,9 +40,9 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
@@ -223,7 +223,8 @@ class Batches:
     def __init__(self, examples, batch_size: int, shuffle: bool = False, generator=None, pad_id: int = 0,
                  bucket: int = 0):
         if batch_size < 1 or bucket < 0:
-            raise ValueError(f"batch_size must be >= 1 and bucket >= 0 (0 = no bucketing), got {batch_size} and {bucket}.")
+            raise ValueError("batch_size must be >= 1 and bucket >= 0 (0 = no bucketing), "
+                             f"got {batch_size} and {bucket}.")
         self.examples, self.batch_size, self.shuffle, self.generator, self.pad_id, self.bucket = (
             list(examples), batch_size, shuffle, generator, pad_id, bucket)
 

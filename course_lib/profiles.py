@@ -64,7 +64,8 @@ class Sizes:
         try:
             return self._values[key]
         except KeyError:
-            raise AttributeError(f"No size {key!r} in profile {self.profile!r}; known: {sorted(self._values)}") from None
+            raise AttributeError(f"No size {key!r} in profile {self.profile!r}; "
+                                 f"known: {sorted(self._values)}") from None
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]

@@ -26,8 +26,9 @@ Two ablations for "what cross-attention buys": ``Seq2SeqConfig(pool_source=True)
 encoder but hands the decoder only the *mean* of its outputs over the real source tokens, one
 (B, 1, d) vector (cross-attention over a single key: a fixed-size summary, like the pre-attention
 RNN encoder-decoders); ``Seq2SeqConfig(cross_attention=False)`` removes cross-attention and the
-encoder: the decoder is then a language model of target sentences that never sees the source. Positions are sinusoidal (``pos_emb="sinusoidal"``, the original
-Transformer) or learned (``"learned"``). Attention maps for plotting::
+encoder: the decoder is then a language model of target sentences that never sees the source.
+Positions are sinusoidal (``pos_emb="sinusoidal"``, the original Transformer) or learned
+(``"learned"``). Attention maps for plotting::
 
     logits, attn = model(src, tgt_in, return_attention=True)
     attn["cross"][layer]                                   # (B, H, T, S): target step t looks at source s
@@ -75,7 +76,8 @@ class Seq2SeqConfig:
         if self.pos_emb not in ("sinusoidal", "learned"):
             raise ValueError(f"pos_emb must be 'sinusoidal' or 'learned', got {self.pos_emb!r}.")
         if self.pool_source and not self.cross_attention:
-            raise ValueError("pool_source=True needs cross_attention=True (the pooled vector is read by cross-attention).")
+            raise ValueError("pool_source=True needs cross_attention=True "
+                             "(the pooled vector is read by cross-attention).")
 
 
 class FeedForward(nn.Module):
@@ -256,15 +258,18 @@ class Seq2SeqTransformer(nn.Module):
         return count_parameters(self)
 
 
-def seq2seq_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0) -> torch.Tensor:
+def seq2seq_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int,
+                 label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over non-padding target tokens: logits (B, T, V), targets (B, T) -> scalar (nats/token).
 
     With label smoothing eps the target distribution is (1 - eps) on the true token plus eps / V on
     every token, which discourages over-confident predictions (Szegedy et al., 2016).
     """
     if logits.shape[:2] != targets.shape:
-        raise ValueError(f"logits (B, T, V) and targets (B, T) disagree: {tuple(logits.shape)} vs {tuple(targets.shape)}.")
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id, label_smoothing=label_smoothing)
+        raise ValueError("logits (B, T, V) and targets (B, T) disagree: "
+                         f"{tuple(logits.shape)} vs {tuple(targets.shape)}.")
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id,
+                           label_smoothing=label_smoothing)
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,7 +278,8 @@ def seq2seq_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label
 
 @torch.no_grad()
 def cross_attention_maps(model: Seq2SeqTransformer, src: torch.Tensor, tokens: torch.Tensor) -> list[torch.Tensor]:
-    """Cross-attention weights behind decoded ``tokens`` (B, L) (e.g. ``Hypotheses.tokens``): one (B, H, L, S) per layer.
+    """Cross-attention weights behind decoded ``tokens`` (B, L) (e.g. ``Hypotheses.tokens``):
+    one (B, H, L, S) per layer.
 
     Row t is where the decoder looked in the source when it chose output token t; the teacher-forced
     pass on [BOS] + tokens[:-1] gives exactly the weights of step-by-step decoding (the decoder is causal).
@@ -387,7 +393,8 @@ def beam_search(model: Seq2SeqTransformer, src: torch.Tensor, beam_size: int = 4
         if not done[b]:  # out of steps: the live hypotheses are finished as they are
             for j in range(k):
                 if torch.isfinite(scores[b, j]):
-                    finished[b].append((normalized(scores[b, j].item(), seqs.size(1) - 1), seqs[b * k + j, 1:].tolist()))
+                    finished[b].append((normalized(scores[b, j].item(), seqs.size(1) - 1),
+                                        seqs[b * k + j, 1:].tolist()))
     best = [max(f, key=lambda h: h[0]) for f in finished]
     tokens = _pad_sequences([h[1] for h in best], c.pad_id, device)
     return Hypotheses(tokens, torch.tensor([h[0] for h in best], dtype=scores.dtype, device=device),

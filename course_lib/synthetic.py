@@ -119,7 +119,8 @@ def affine_matrices(n: int, config: AugmentConfig, generator: torch.Generator | 
     m = config.magnitude
     angle = torch.deg2rad(uniform(config.max_rotation_deg * m))  # (n,)
     scale = 1 + uniform(config.max_scale * m)  # (n,)
-    shift = uniform(config.max_shift_px * m * 2 / 28), uniform(config.max_shift_px * m * 2 / 28)  # pixels -> [-1, 1] units
+    # pixels -> [-1, 1] units
+    shift = uniform(config.max_shift_px * m * 2 / 28), uniform(config.max_shift_px * m * 2 / 28)
     flip = torch.ones(n)
     if config.hflip:
         flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)  # (n,)
@@ -131,7 +132,8 @@ def affine_matrices(n: int, config: AugmentConfig, generator: torch.Generator | 
     return theta  # (n, 2, 3)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator | None = None, config: AugmentConfig | None = None) -> torch.Tensor:
+def augment(x: torch.Tensor, generator: torch.Generator | None = None,
+            config: AugmentConfig | None = None) -> torch.Tensor:
     """Random rotation, zoom, shift (and optional mirror) of each image, bilinear, zeros outside.
 
     x: (N, 1, 28, 28) in [0, 1] -> same shape, still in [0, 1] (bilinear weights are convex).
@@ -166,7 +168,8 @@ def augmented_copies(x: torch.Tensor, y: torch.Tensor, per_class: int, generator
 
 
 @torch.no_grad()
-def label_confidence(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module, batch_size: int = 500) -> torch.Tensor:
+def label_confidence(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module,
+                     batch_size: int = 500) -> torch.Tensor:
     """p_classifier(label | image) for each pair: (N,) on the CPU; the classifier runs in eval mode."""
     images = check_images(images, "images")
     labels = check_labels(labels, len(images), "labels")

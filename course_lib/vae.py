@@ -78,7 +78,8 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, means: bool = True) -> torch.Tensor:
-        """z ~ p(z), then the decoder's pixel means sigmoid(logits) (or Bernoulli draws if ``means=False``): (n, input_dim)."""
+        """z ~ p(z), then the decoder's pixel means sigmoid(logits) (or Bernoulli draws if
+        ``means=False``): (n, input_dim)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)  # (n, latent_dim)
         probs = torch.sigmoid(self.decode(z))  # (n, input_dim)

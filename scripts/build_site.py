@@ -238,7 +238,8 @@ def build_site(out: Path = DEFAULT_OUT, notebooks: list[Path] | None = None, sli
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--no-slides", dest="slides", action="store_false", help="skip the reveal.js slides")
     parser.add_argument("--jobs", type=int, default=None, help="parallel workers (default: one per CPU core)")
     args = parser.parse_args(argv)

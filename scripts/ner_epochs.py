@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=None, help="first N sentences per split: a quick try, written to /tmp")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="first N sentences per split: a quick try, written to /tmp")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     r = RECIPE
@@ -51,15 +52,18 @@ def main(argv=None) -> int:
     history, curve, train_s = None, [], 0.0
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
-        history = fit(model, optimizer, ner_loss, loader, steps=epoch * len(loader), start_step=(epoch - 1) * len(loader),
-                      history=history, scheduler=scheduler, grad_clip=r["grad_clip"], log_every=50, desc=f"epoch {epoch}")
+        history = fit(model, optimizer, ner_loss, loader, steps=epoch * len(loader),
+                      start_step=(epoch - 1) * len(loader), history=history, scheduler=scheduler,
+                      grad_clip=r["grad_clip"], log_every=50, desc=f"epoch {epoch}")
         train_s += time.perf_counter() - start
         f1 = entity_scores(gold["valid"], predict_tags(model, ex["valid"], batch_size=64))["f1"]
         curve.append({"epoch": epoch, "valid_f1": round(f1, 4), "train_s": round(train_s, 1)})
         print(f"epoch {epoch}: validation F1 {f1:.4f}  ({train_s:.0f} s of training so far)", flush=True)
     test = entity_scores(gold["test"], predict_tags(model, ex["test"], batch_size=64))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    out = {"study": "12_ner_finetuning epochs", "recipe": {**r, "epochs": args.epochs, "steps": steps, "warmup": warmup},
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    out = {"study": "12_ner_finetuning epochs",
+           "recipe": {**r, "epochs": args.epochs, "steps": steps, "warmup": warmup},
            "device": f"cpu ({args.threads} threads)", "machine": platform.machine(), "commit": commit,
            "curve": curve, "test_f1": round(test["f1"], 4), "test_precision": round(test["precision"], 4),
            "test_recall": round(test["recall"], 4)}

@@ -111,7 +111,7 @@ def executed_files(names: list[str], root: Path = ROOT) -> list[str]:
     return sorted(files)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module_names(path: Path, package: str, mtime_ns: int) -> list[str]:
     """What a course_lib module imports; cached until the file changes."""
     return _course_names(ast.parse(path.read_bytes()), package)
@@ -141,7 +141,7 @@ def code(source: str | bytes) -> str:
     return ast.dump(tree)  # no line numbers: comments and layout do not count
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _blobs_at(root: Path, commit: str) -> dict[str, str]:
     """{path: blob id} of course_lib/ at ``commit``."""
     try:
@@ -158,7 +158,7 @@ def _blobs_at(root: Path, commit: str) -> dict[str, str]:
     return {line.split("\t", 1)[1]: line.split()[2] for line in lines}  # "<mode> blob <id>\t<path>"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_of_blob(root: Path, blob: str) -> str | None:
     try:
         return code(git(root, "cat-file", "blob", blob))
@@ -170,7 +170,7 @@ def _code_now(path: Path) -> str:
     return _code_of_file(path, path.stat().st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_of_file(path: Path, mtime_ns: int) -> str:
     return code(path.read_bytes())
 

@@ -142,7 +142,8 @@ def within_class_spread(images: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def _save_study(name: str, part: dict) -> None:
-    """Merge ``part`` into the ``study`` of reference ``name`` in the manifest (atomic), so each finished part is kept."""
+    """Merge ``part`` into the ``study`` of reference ``name`` in the manifest (atomic), so each
+    finished part is kept."""
     manifest = zoo.references()
     manifest[name].setdefault("study", {}).update(part)
     with atomic_write(zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
@@ -175,7 +176,8 @@ def study(name: str, parts: list[str], sweep_n: int) -> None:
             print(f"w = {w:g}: {sweep[f'{w:g}']}", flush=True)
         _save_study(name, {"guidance": {"n": sweep_n, "ddim_steps": STUDY["sweep_steps"], "by_scale": sweep},
                            "real_test_within_class_spread": round(within_class_spread(test_x, test_y), 4)})
-    if "best" in parts and trained.conditional:  # the sweep's best scale (at sweep_steps), re-scored with best_n samples
+    if "best" in parts and trained.conditional:
+        # the sweep's best scale (at sweep_steps), re-scored with best_n samples
         by_scale = zoo.references()[name]["study"]["guidance"]["by_scale"]
         best_w = min(by_scale.items(), key=lambda kv: kv[1]["fcd"])[0]
         best = score(trained, dataset, ref_stats, STUDY["best_n"], seed=6, ddim_steps=STUDY["sweep_steps"],
@@ -228,7 +230,8 @@ def main() -> None:
         print(f"resumed {args.name} at step {run.step} of {run.total_steps}")
     if args.curve_every and args.curve_every % args.segment:
         parser.error("--curve-every must be a multiple of --segment (points are taken between segments).")
-    curve_every = args.curve_every or args.segment * max(1, run.total_steps // 5 // args.segment)  # a multiple of the segment
+    # a multiple of the segment
+    curve_every = args.curve_every or args.segment * max(1, run.total_steps // 5 // args.segment)
 
     def sampled() -> zoo.Trained:
         trained = run.trained()
@@ -238,7 +241,8 @@ def main() -> None:
     while run.step < run.total_steps:
         run.advance(min(args.segment, run.total_steps - run.step), progress=True)
         if run.step % curve_every == 0 or run.step == run.total_steps:
-            point = score(sampled(), dataset, ref_stats, args.curve_n, seed=1, **({"ddim_steps": 10} if sampler else {}))
+            point = score(sampled(), dataset, ref_stats, args.curve_n, seed=1,
+                          **({"ddim_steps": 10} if sampler else {}))
             curve.append({"step": run.step, "train_s": round(run.seconds, 1),
                           **{k: point[k] for k in ("fcd", "class_accuracy") if k in point}})
             print(f"step {run.step}: {curve[-1]}", flush=True)

@@ -24,7 +24,8 @@ README = ROOT / "README.md"
 
 # (notebook stem, what you learn). Notebooks not yet in notebooks/ are listed as planned.
 SYLLABUS = [
-    ("00_orientation", "Tour of the course and course_lib; a first generative model: a Gaussian mixture fitted by EM, sampled and checked"),
+    ("00_orientation", "Tour of the course and course_lib; a first generative model: "
+                       "a Gaussian mixture fitted by EM, sampled and checked"),
     ("01_generative_modelling_basics", "Maximum likelihood, forward vs reverse KL, sampling, held-out log-likelihood"),
     ("02_autoencoders", "Autoencoders and denoising autoencoders; why a plain AE is not a generator"),
     ("03_vae", "ELBO, reparameterization, IWAE bound, beta-VAE, posterior collapse"),
@@ -33,15 +34,18 @@ SYLLABUS = [
     ("06_cyclegan", "Unpaired image-to-image translation with cycle consistency"),
     ("07_ddpm", "Diffusion: forward process, noise schedules, epsilon-prediction, a small UNet"),
     ("08_ddim_guidance", "DDIM fast sampling, classifier-free guidance, spoken-digit diffusion"),
-    ("08b_latent_text_to_image", "Latent diffusion with a frozen text encoder and cross-attention: text-to-image in miniature"),
+    ("08b_latent_text_to_image", "Latent diffusion with a frozen text encoder and cross-attention: "
+                                 "text-to-image in miniature"),
     ("09_attention_transformer", "Scaled dot-product attention, masks, positional encodings, the Transformer block"),
     ("10_gpt", "A GPT language model on Shakespeare and Tang poems; BPE, sampling, KV cache"),
     ("11_seq2seq_translation", "Encoder-decoder translation on Multi30k, beam search, BLEU"),
     ("12_ner_finetuning", "Fine-tuning a pretrained encoder for named-entity recognition"),
     ("13_peft_lora_adapters", "LoRA and adapters on scarce vertical data"),
     ("14_evaluating_generative_models", "FCD, KID, precision/recall, memorization, CAS"),
-    ("15_capstone_synthetic_data", "Capstone, gold mine or bubble: can synthetic data rescue a data-scarce domain, and what does it cost?"),
-    ("16_scaling_out", "Appendix: data parallelism with torchrun and DDP, gradient accumulation, mixed precision, when to shard (FSDP)"),
+    ("15_capstone_synthetic_data", "Capstone, gold mine or bubble: can synthetic data rescue "
+                                   "a data-scarce domain, and what does it cost?"),
+    ("16_scaling_out", "Appendix: data parallelism with torchrun and DDP, gradient accumulation, "
+                       "mixed precision, when to shard (FSDP)"),
 ]
 
 # Sections that an instructor in a CPU-only room can present from the committed outputs instead of running.
@@ -131,14 +135,16 @@ def slow_cells(path: Path, min_seconds: float = RUN_AHEAD_S) -> list[tuple[str, 
 
 def workshop_table(records: list[dict], stale: dict) -> str:
     times = {(r["notebook"], r["profile"]): r["wall_time_s"] for r in records}
-    rows = ["| notebook | cpu | gpu | start ahead in the cpu profile (cells over 1 min, measured) | CPU-only room: show from the stored outputs |",
+    rows = ["| notebook | cpu | gpu | start ahead in the cpu profile (cells over 1 min, measured) "
+            "| CPU-only room: show from the stored outputs |",
             "|---|---|---|---|---|"]
     for stem, _ in SYLLABUS:
         path = ROOT / "notebooks" / f"{stem}.ipynb"
         if not path.is_file():
             continue
         cpu, gpu = (timed(times.get((stem, p)), (stem, p) in stale) for p in ("cpu", "gpu"))
-        slow = "; ".join(f"{section} ({format_seconds(s)})" for section, s in slow_cells(path)) or "nothing: run it live"
+        slow = ("; ".join(f"{section} ({format_seconds(s)})" for section, s in slow_cells(path))
+                or "nothing: run it live")
         rows.append(f"| {stem.split('_')[0]} | {cpu} | {gpu} | {slow} | {SHOW_FROM_OUTPUTS.get(stem, '')} |")
     return "\n".join(rows) + (f"\n\n{SEE_RESULTS}" if stale else "")
 
@@ -150,9 +156,10 @@ def references_table(manifest: dict) -> str:
     for name, e in sorted(manifest.items()):
         final = e["final"]
         acc = f"{final['class_accuracy']:.3f}" if "class_accuracy" in final else ""
-        fcd_cell = f"{final['fcd']:.2f} (n = {final['n']:,})" if "fcd" in final else "- (audio: accuracy of a spoken-digit classifier)"
-        rows.append(f"| `{name}` | {e['model']} | {e['dataset']} | {e['steps']:,} steps, {format_seconds(e['train_seconds'])} "
-                    f"| {e['machine']} | {fcd_cell} | {acc} |")
+        fcd_cell = (f"{final['fcd']:.2f} (n = {final['n']:,})" if "fcd" in final
+                    else "- (audio: accuracy of a spoken-digit classifier)")
+        rows.append(f"| `{name}` | {e['model']} | {e['dataset']} | {e['steps']:,} steps, "
+                    f"{format_seconds(e['train_seconds'])} | {e['machine']} | {fcd_cell} | {acc} |")
     if len(rows) == 2:
         rows.append("| (none yet) | | | | | | |")
     return "\n".join(rows)

@@ -74,7 +74,9 @@ def host_syncs(monkeypatch):
     make them only at its logging steps, not at every step."""
     calls = []
     for name in _READS:
-        def counted(self, *args, _original=getattr(torch.Tensor, name), _name=name, **kwargs):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
             caller = sys._getframe(1).f_globals.get("__name__", "")
             if caller.startswith("course_lib"):
                 calls.append(f"{caller}: {_name}")

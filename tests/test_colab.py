@@ -75,12 +75,14 @@ def test_outside_colab_nothing_is_installed_and_no_colab_hint(monkeypatch):
 
 def test_every_notebook_has_the_same_colab_behaviour():
     # the cells differ only in the notebook name passed to course_lib.setup, and in the encoder users' extra
-    sources = {p.stem: next(c.source for c in nbformat.read(p, as_version=4).cells if "setup" in c.metadata.get("tags", []))
+    sources = {p.stem: next(c.source for c in nbformat.read(p, as_version=4).cells
+                            if "setup" in c.metadata.get("tags", []))
                for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
     with_extra = {stem for stem, src in sources.items() if "course_lib[ner] @" in src}
     encoder_users = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")  # the notebooks that load the MiniLM encoder
                      if re.search(r"\b(load_encoder|TextEncoder)\(",
-                                  "".join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"))}
+                                  "".join(c.source for c in nbformat.read(p, as_version=4).cells
+                                          if c.cell_type == "code"))}
     assert with_extra == encoder_users == {"08b_latent_text_to_image", "12_ner_finetuning", "13_peft_lora_adapters"}
     generic = {stem: src.replace(stem, "NOTEBOOK").replace("course_lib[ner] @", "course_lib @")
                for stem, src in sources.items()}

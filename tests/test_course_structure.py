@@ -292,9 +292,9 @@ def test_stored_outputs_name_no_folder_of_the_machine_that_ran_them(path):
 
 def test_workshop_plan_lists_the_slow_cells_of_a_stored_run(tmp_path):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("## 2. Data\n\ntext\n\n## 3. Training"), nbformat.v4.new_code_cell("fit()"),
-                nbformat.v4.new_code_cell("more()"), nbformat.v4.new_markdown_cell("## 4. Plots"),
-                nbformat.v4.new_code_cell("plot()")]
+    nb.cells = [nbformat.v4.new_markdown_cell("## 2. Data\n\ntext\n\n## 3. Training"),
+                nbformat.v4.new_code_cell("fit()"), nbformat.v4.new_code_cell("more()"),
+                nbformat.v4.new_markdown_cell("## 4. Plots"), nbformat.v4.new_code_cell("plot()")]
     stamps = {1: ("2026-01-01T10:00:00.000Z", "2026-01-01T10:01:30.500Z"),   # 90.5 s
               2: ("2026-01-01T10:02:00Z", "2026-01-01T10:03:10Z"),           # 70 s, same section
               4: ("2026-01-01T10:04:00Z", "2026-01-01T10:04:20Z")}           # 20 s: fast enough to run live

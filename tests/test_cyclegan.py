@@ -99,7 +99,8 @@ def test_network_shapes_ranges_and_shape_errors():
     out = g(x)
     assert out.shape == (3, 1, 28, 28) and 0 < out.min() and out.max() < 1
     assert d(x).shape == (3, 1, 7, 7)
-    with pytest.raises(ValueError, match=r"ResnetGenerator expects images of shape \(B, 1, 28, 28\), got \(3, 3, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"ResnetGenerator expects images of shape \(B, 1, 28, 28\), "
+                                         r"got \(3, 3, 28, 28\)"):
         g(torch.rand(3, 3, 28, 28))
     with pytest.raises(ValueError, match=r"PatchDiscriminator expects .* got \(3, 1, 32, 32\)"):
         d(torch.rand(3, 1, 32, 32))
@@ -126,7 +127,8 @@ def test_patch_discriminator_is_local():
 
 def test_cycle_and_identity_losses_against_a_handwritten_reference():
     a, b = digits(4, 1), restyle(digits(4, 2))
-    ref = lambda u, v: float(np.abs(u.numpy() - v.numpy()).sum() / u.numel())
+    def ref(u, v):
+        return float(np.abs(u.numpy() - v.numpy()).sum() / u.numel())
     assert cycle_loss(a, a) == 0
     assert abs(cycle_loss(a, 1 - a).item() - ref(a, 1 - a)) < 1e-6
     assert abs(identity_loss(b, 1 - b).item() - ref(b, 1 - b)) < 1e-6
@@ -201,7 +203,8 @@ def test_a_generator_step_leaves_the_discriminators_alone_and_vice_versa():
     model = CycleGAN(TINY)
     opt_g, opt_d = model.optimizers()
     a, b = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
-    d_before, g_before = snapshot(nn.ModuleList([model.d_a, model.d_b])), snapshot(nn.ModuleList([model.g_ab, model.g_ba]))
+    d_before = snapshot(nn.ModuleList([model.d_a, model.d_b]))
+    g_before = snapshot(nn.ModuleList([model.g_ab, model.g_ba]))
     terms, (fake_a, fake_b) = generator_step(model, opt_g, a, b)
     assert same(d_before, nn.ModuleList([model.d_a, model.d_b])), "the generator step changed a discriminator"
     assert not same(g_before, nn.ModuleList([model.g_ab, model.g_ba])), "the generator step changed nothing"

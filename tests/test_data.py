@@ -319,7 +319,8 @@ def test_missing_file_offline(name, tmp_root):
 
 # name -> (files to copy into the temporary root, the one to corrupt)
 CORRUPT = {
-    "mnist": (["MNIST/raw/t10k-images-idx3-ubyte", "MNIST/raw/t10k-labels-idx1-ubyte"], "MNIST/raw/t10k-labels-idx1-ubyte"),
+    "mnist": (["MNIST/raw/t10k-images-idx3-ubyte", "MNIST/raw/t10k-labels-idx1-ubyte"],
+              "MNIST/raw/t10k-labels-idx1-ubyte"),
     "shakespeare": (["tinyshakespeare/input.txt"], "tinyshakespeare/input.txt"),
     "tang-300": (["chinese-poetry/全唐诗/唐诗三百首.json"], "chinese-poetry/全唐诗/唐诗三百首.json"),
     "conll": (["conll2003/valid.txt"], "conll2003/valid.txt"),
@@ -441,8 +442,10 @@ def test_text_downloads_go_to_the_offline_layout(tmp_root, monkeypatch):
         text._SHAKESPEARE_URL: "tinyshakespeare/input.txt",
         f"{gh}/heathher/Named-Entity-Recognition/f58fe48cefba693c6f454c3e94d89b37dcb7ce98/conll2003/valid.txt":
             "conll2003/valid.txt",
-        f"{gh}/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/val.en.gz": "multi30k/val.en.gz",
-        f"{gh}/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/val.fr.gz": "multi30k/val.fr.gz",
+        f"{gh}/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/val.en.gz":
+            "multi30k/val.en.gz",
+        f"{gh}/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/val.fr.gz":
+            "multi30k/val.fr.gz",
         f"{gh}/chinese-poetry/chinese-poetry/99ebbef7e1345c0985c44b9fd96a3f9e776f117b/{quote('全唐诗')}/"
         f"{quote('唐诗三百首.json')}": "chinese-poetry/全唐诗/唐诗三百首.json",
     }

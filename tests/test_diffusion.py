@@ -581,7 +581,8 @@ def test_samplers_draw_noise_on_the_device_only_when_it_is_used(monkeypatch, sam
     schedule = NoiseSchedule.linear(20)
     draws, checks = [], []
     real_randn = diffusion._randn
-    monkeypatch.setattr(diffusion, "_randn", lambda shape, g, device, *a: draws.append(device) or real_randn(shape, g, device, *a))
+    monkeypatch.setattr(diffusion, "_randn",
+                        lambda shape, g, device, *a: draws.append(device) or real_randn(shape, g, device, *a))
     sample = ddim_sample if sampler == "ddim" else ddpm_sample
     for device in ("meta", "cpu"):
         model = _small_unet().to(device)

@@ -1,4 +1,5 @@
-"""The glossary (docs/glossary.md): well-formed bilingual tables whose notebook links resolve, linked from the README."""
+"""The glossary (docs/glossary.md): well-formed bilingual tables whose notebook links resolve,
+linked from the README."""
 import re
 from pathlib import Path
 

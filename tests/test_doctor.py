@@ -67,7 +67,8 @@ def test_report_and_exit_status(capsys, monkeypatch):
     assert doctor.main([]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] data: MNIST" in out and "fix: run this" in out and "1 problem(s)" in out
-    monkeypatch.setattr(doctor, "run_checks", lambda verify_hashes=False: [doctor.Check("device", "warn", "cpu", "get a GPU")])
+    monkeypatch.setattr(doctor, "run_checks",
+                        lambda verify_hashes=False: [doctor.Check("device", "warn", "cpu", "get a GPU")])
     assert doctor.main([]) == 0
 
 

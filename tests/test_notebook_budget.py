@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_pytest_on(notebook: Path, budget_s: str):
     env = {**os.environ, "COURSE_NOTEBOOK_BUDGET_S": budget_s}
-    return subprocess.run([sys.executable, "-m", "pytest", "-c", "pyproject.toml", "-p", "conftest", "-q", str(notebook)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "pytest", "-c", "pyproject.toml", "-p", "conftest",
+                           "-q", str(notebook)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_notebook_over_budget_fails_loudly(tmp_path):

@@ -115,7 +115,7 @@ def test_missing_and_corrupt_weights_give_clear_errors(tmp_path, monkeypatch):
         zoo.load(name)
     original = (ROOT_WEIGHTS / entry["file"]).read_bytes()
     (tmp_path / entry["file"]).write_bytes(original[:-10] + b"0123456789")
-    with pytest.raises(zoo.ReferenceError, match=rf"(?s)corrupt.*sha256.*git checkout"):
+    with pytest.raises(zoo.ReferenceError, match=r"(?s)corrupt.*sha256.*git checkout"):
         zoo.load(name)
     (tmp_path / entry["file"]).write_bytes(original)
     assert zoo.load(name, device="cpu").name == entry["model"]

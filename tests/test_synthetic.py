@@ -122,7 +122,8 @@ def test_mix_real_and_extra_keeps_the_real_share():
     x, yy = S.mix_real_and_extra(toy_images(y_real), y_real, toy_images(y_extra, 1), y_extra, real_share=0.5)
     n_real = len(x) - 100
     assert n_real == 100 and torch.equal(yy[:4], y_real) and torch.equal(x[:4], x[4:8]), "real images repeated 25 times"
-    x2, _ = S.mix_real_and_extra(toy_images(y_real), y_real, torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
+    x2, _ = S.mix_real_and_extra(toy_images(y_real), y_real, torch.zeros(0, 1, 28, 28),
+                                 torch.zeros(0, dtype=torch.long))
     assert len(x2) == 4
 
 
@@ -179,7 +180,8 @@ def test_run_experiment_rows_match_direct_training():
     arms = {"real": S.real_only_arm(), "augment": S.augmentation_arm(8),
             "gen": S.pool_arm({4: (toy_images(labels([5, 5, 5]), 9), labels([5, 5, 5])),
                                2: (torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))})}  # empty: skipped
-    kw = dict(per_class=(2, 4), seeds=(0, 1), arms=arms, classifier_steps=15, batch_size=16, device="cpu", progress=False)
+    kw = dict(per_class=(2, 4), seeds=(0, 1), arms=arms, classifier_steps=15, batch_size=16,
+              device="cpu", progress=False)
     rows = S.run_experiment(x, y, x_test, y_test, **kw)
     assert [(r["arm"], r["per_class"], r["seed"]) for r in rows] == [
         ("real", 2, 0), ("real", 2, 1), ("augment", 2, 0), ("augment", 2, 1),

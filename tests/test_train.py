@@ -6,8 +6,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from course_lib.precision import Precision
-from course_lib.train import (EMA, History, accuracy, autocast, cosine_lr, cosine_schedule, eval_mode, fit, load_checkpoint,
-                              save_checkpoint, train_loop)
+from course_lib.train import (EMA, History, accuracy, autocast, cosine_lr, cosine_schedule,
+                              eval_mode, fit, load_checkpoint, save_checkpoint, train_loop)
 
 
 def regression_problem(seed=0):
@@ -133,7 +133,9 @@ def test_fit_takes_fp16_steps_through_a_grad_scaler(monkeypatch, tmp_path):
     monkeypatch.setattr(train, "precision_policy", lambda device, amp: Precision("cpu", torch.float16))
     calls = {"scale": 0, "unscale_": 0, "step": 0, "update": 0}
     for name in calls:
-        def spy(self, *args, _name=name, _original=getattr(torch.amp.GradScaler, name), **kwargs):
+        original = getattr(torch.amp.GradScaler, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
             calls[_name] += self.is_enabled()
             return _original(self, *args, **kwargs)
         monkeypatch.setattr(torch.amp.GradScaler, name, spy)

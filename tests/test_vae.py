@@ -84,7 +84,8 @@ def test_iwae_with_one_sample_equals_the_elbo_in_expectation():
     model = small_model(input_dim=20, latent_dim=3)
     x = binary_data(8, 20)
     with torch.no_grad():
-        draws = torch.stack([iwae_bound(model, x, k=1, generator=torch.Generator().manual_seed(s)) for s in range(2000)])
+        draws = torch.stack([iwae_bound(model, x, k=1, generator=torch.Generator().manual_seed(s))
+                             for s in range(2000)])
         exact_kl_elbo = torch.stack([elbo(model, x, generator=torch.Generator().manual_seed(10_000 + s)).elbo
                                      for s in range(2000)])
     diff = draws.mean(0) - exact_kl_elbo.mean(0)  # (N,)
@@ -111,7 +112,8 @@ def test_iwae_increases_with_k_and_approaches_the_exact_log_likelihood():
         for k in [1, 10, 100, 1000]:
             runs = torch.stack([iwae_bound(model, x, k, generator=torch.Generator().manual_seed(s)) for s in range(20)])
             means[k] = runs.mean(0)  # (N,) the bound averaged over 20 seeds
-        elbo_mean = torch.stack([elbo(model, x, generator=torch.Generator().manual_seed(s)).elbo for s in range(200)]).mean(0)
+        elbo_mean = torch.stack([elbo(model, x, generator=torch.Generator().manual_seed(s)).elbo
+                                 for s in range(200)]).mean(0)
     # ELBO <= L_1 (equal in expectation) < L_10 < L_100 < L_1000 <= log p(x), on average over images
     assert abs(elbo_mean.mean() - means[1].mean()) < 0.2
     assert means[10].mean() > means[1].mean() + 0.1

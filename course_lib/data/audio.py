@@ -48,7 +48,8 @@ _TEST_TAKES = range(5)  # takes 0-4 of every speaker and digit are the test set
 class AudioSplit:
     """One split of FSDD, held in memory."""
 
-    waveforms: list[torch.Tensor] | torch.Tensor  # N tensors (T_i,), or (N, length) when a length was given; float32 in [-1, 1]
+    # N tensors (T_i,), or (N, length) when a length was given; float32 in [-1, 1]
+    waveforms: list[torch.Tensor] | torch.Tensor
     lengths: torch.Tensor  # (N,) int64 number of real (not padded) samples in each waveform
     labels: torch.Tensor  # (N,) int64 spoken digit 0-9
     speakers: list[str]  # N speaker names
@@ -78,7 +79,8 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
             f"Fix: delete it and run the loader again online to re-download it, or point {DATA_ENV} at an intact copy."
         ) from err
     if channels != 1 or width != 2:
-        raise DataError(f"Unsupported wav file {path}: {channels} channel(s), {8 * width}-bit; expected mono 16-bit PCM.")
+        raise DataError(f"Unsupported wav file {path}: {channels} channel(s), {8 * width}-bit; "
+                        "expected mono 16-bit PCM.")
     if len(frames) != 2 * n:
         raise DataError(
             f"Truncated wav file {path}: header says {n} samples, found {len(frames) // 2}.\n"
@@ -177,7 +179,8 @@ def load_fsdd(split: str = "train", length: int | None = None) -> AudioSplit:
         files.append(rel.rsplit("/", 1)[1])
     lengths = torch.tensor([len(x) for x in waves], dtype=torch.int64)  # (N,)
     if length is not None:
-        waveforms: list[torch.Tensor] | torch.Tensor = torch.stack([_fix_length(x, length) for x in waves])  # (N, length)
+        waveforms: list[torch.Tensor] | torch.Tensor = torch.stack(
+            [_fix_length(x, length) for x in waves])  # (N, length)
         lengths = lengths.clamp(max=length)
     else:
         waveforms = waves

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 from urllib.parse import quote
 
 import numpy as np
@@ -141,7 +142,8 @@ def load_tang_poems(selection: str = "all") -> list[Poem]:
             poems.extend(Poem(r.get("title", ""), r.get("author", ""), list(r["paragraphs"])) for r in records)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise DataError(f"Unreadable poem file {path}: {err!r}\n"
-                            f"Fix: delete it and run the loader again online, or point {DATA_ENV} at an intact copy.") from err
+                            "Fix: delete it and run the loader again online, "
+                            f"or point {DATA_ENV} at an intact copy.") from err
     return poems
 
 
