@@ -23,6 +23,12 @@ Sizes that every profile shares go in ``common`` once, instead of three times::
         cpu=dict(n_train=60_000, epochs=5),
         gpu=dict(n_train=60_000, epochs=30),
     )
+
+A dry run (``COURSE_DRY_RUN=1`` with ``COURSE_PROFILE=gpu``) runs a notebook on a CPU at the ``gpu``
+profile's shapes (widths, depths, batch sizes) with its steps, samples and sweeps capped by the
+notebook's ``dry_run=dict(...)``, so that size-dependent code is exercised before a GPU sees it::
+
+    cfg = sizes(..., gpu=dict(n_train=60_000, epochs=30), dry_run=dict(n_train=512, epochs=1))
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from types import MappingProxyType
 from typing import Any
 
 PROFILE_ENV = "COURSE_PROFILE"
+DRY_RUN_ENV = "COURSE_DRY_RUN"
 PROFILES = ("smoke", "cpu", "gpu")
 
 
@@ -53,11 +60,17 @@ def active_profile() -> str:
     return name
 
 
+def dry_run_requested() -> bool:
+    """True when ``COURSE_DRY_RUN`` is set to anything but "" or "0"."""
+    return os.environ.get(DRY_RUN_ENV, "").strip() not in ("", "0")
+
+
 class Sizes:
     """Read-only attribute access to one profile's sizes (``cfg.epochs``, ``cfg['epochs']``)."""
 
-    def __init__(self, profile: str, values: dict[str, Any]):
+    def __init__(self, profile: str, values: dict[str, Any], dry_run: bool = False):
         object.__setattr__(self, "profile", profile)
+        object.__setattr__(self, "dry_run", dry_run)  # gpu shapes, capped steps (COURSE_DRY_RUN)
         object.__setattr__(self, "_values", MappingProxyType(dict(values)))
 
     def __getattr__(self, key: str) -> Any:
@@ -78,15 +91,17 @@ class Sizes:
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
-        return f"Sizes[{self.profile}]({inner})"
+        return f"Sizes[{self.profile}{', dry run' if self.dry_run else ''}]({inner})"
 
 
-def sizes(profile: str | None = None, common: dict[str, Any] | None = None, **per_profile: dict[str, Any]) -> Sizes:
+def sizes(profile: str | None = None, common: dict[str, Any] | None = None,
+          dry_run: dict[str, Any] | None = None, **per_profile: dict[str, Any]) -> Sizes:
     """Pick the active profile's sizes from one declaration covering ``smoke``, ``cpu`` and ``gpu``.
 
     ``common`` holds the sizes shared by all profiles; a key may be in ``common`` or in the
     profiles, not both. After merging, every profile must name the same keys, so a size can
-    never silently exist in one profile only.
+    never silently exist in one profile only. ``dry_run`` caps some ``gpu`` sizes for a dry run
+    (``COURSE_DRY_RUN=1``, profile ``gpu``); it is ignored otherwise.
     """
     missing = [p for p in PROFILES if p not in per_profile]
     extra = [p for p in per_profile if p not in PROFILES]
@@ -117,8 +132,18 @@ def sizes(profile: str | None = None, common: dict[str, Any] | None = None, **pe
                 f"Profile {p!r} declares keys {sorted(k)} but 'smoke' declares {sorted(reference)}; "
                 f"every profile must set the same sizes."
             )
+    if dry_run is not None and not set(dry_run) <= reference:
+        raise ProfileError(f"dry_run= caps sizes the profiles do not declare: {sorted(set(dry_run) - reference)}.")
     if profile is None:
         profile = active_profile()
     elif profile not in PROFILES:
         raise ProfileError(f"Unknown profile {profile!r}. Valid profiles: {', '.join(PROFILES)}.")
-    return Sizes(profile, per_profile[profile])
+    if not dry_run_requested():
+        return Sizes(profile, per_profile[profile])
+    if profile != "gpu":
+        raise ProfileError(f"{DRY_RUN_ENV} runs the gpu profile's shapes, but the profile is {profile!r}. "
+                           f"Fix: `export {PROFILE_ENV}=gpu`, or unset {DRY_RUN_ENV}.")
+    if dry_run is None:
+        raise ProfileError(f"{DRY_RUN_ENV} is set, but this notebook's sizes() declares no dry_run=dict(...) caps. "
+                           f"Fix: unset {DRY_RUN_ENV}, or cap its steps and samples in dry_run=.")
+    return Sizes(profile, {**per_profile["gpu"], **dry_run}, dry_run=True)

@@ -68,6 +68,24 @@ def test_sizes_common_rejects_a_key_also_set_by_a_profile():
         sizes(profile="cpu", common=[("lr", 0.1)], smoke=dict(n=1), cpu=dict(n=2), gpu=dict(n=3))
 
 
+def test_dry_run_keeps_the_gpu_shapes_and_caps_what_the_notebook_names(monkeypatch):
+    decl = dict(smoke=dict(width=8, steps=10), cpu=dict(width=32, steps=1_000), gpu=dict(width=64, steps=10_000),
+                dry_run=dict(steps=3))
+    assert sizes(profile="gpu", **decl).as_dict() == {"width": 64, "steps": 10_000}  # without the switch: ignored
+    monkeypatch.setenv("COURSE_DRY_RUN", "1")
+    cfg = sizes(profile="gpu", **decl)
+    assert cfg.as_dict() == {"width": 64, "steps": 3} and cfg.dry_run and cfg.profile == "gpu"
+    assert repr(cfg).startswith("Sizes[gpu, dry run](")
+    with pytest.raises(ProfileError, match="COURSE_PROFILE=gpu"):
+        sizes(profile="cpu", **decl)
+    with pytest.raises(ProfileError, match="declares no dry_run"):
+        sizes(profile="gpu", **{k: v for k, v in decl.items() if k != "dry_run"})
+    with pytest.raises(ProfileError, match=r"do not declare: \['stepz'\]"):
+        sizes(profile="gpu", **{**decl, "dry_run": dict(stepz=3)})
+    monkeypatch.setenv("COURSE_DRY_RUN", "0")
+    assert not sizes(profile="gpu", **decl).dry_run
+
+
 def test_sizes_are_read_only_and_explain_missing_keys():
     cfg = sizes(profile="gpu", **DECL)
     assert cfg["lr"] == 0.2 and cfg.as_dict() == DECL["gpu"] and cfg.profile == "gpu"
