@@ -269,6 +269,8 @@ def train_loop(
     """
     if steps is None and seconds is None:
         raise ValueError("train_loop needs a budget: steps=..., seconds=..., or both.")
+    if (steps is not None and steps < 0) or (seconds is not None and seconds < 0):
+        raise ValueError(f"train_loop: the budget cannot be negative, got steps={steps}, seconds={seconds}.")
     if on_nonfinite not in ("raise", "stop"):
         raise ValueError(f"on_nonfinite must be 'raise' or 'stop', got {on_nonfinite!r}.")
     device = torch.device(device)
@@ -287,8 +289,9 @@ def train_loop(
         save_checkpoint(checkpoint, step=at, history=history.state_dict(),
                         **{name: obj.state_dict() for name, obj in state.items()})
 
-    def used(step: int, clock: float) -> float:  # share of the budget spent
-        return max(step / steps if steps else 0.0, clock / seconds if seconds else 0.0)
+    def used(step: int, clock: float) -> float:  # share of the budget spent (a budget of 0 is spent)
+        shares = [] if steps is None else [step / steps if steps > 0 else 1.0]
+        return max(shares + ([] if seconds is None else [clock / seconds if seconds > 0 else 1.0]))
 
     batches = (to_device(b, device) for b in _cycle(data))
     by_time = steps is None

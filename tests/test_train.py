@@ -273,6 +273,10 @@ def test_train_loop_needs_a_budget_and_a_known_nonfinite_policy():
     loader, _ = regression_problem()
     with pytest.raises(ValueError, match="budget"):
         train_loop(lambda batches, step, progress: {}, loader)
+    with pytest.raises(ValueError, match="negative"):
+        train_loop(lambda batches, step, progress: {}, loader, steps=-1)
+    for budget in (dict(steps=0), dict(seconds=0.0), dict(steps=0, seconds=5.0)):  # nothing to do: no step runs
+        assert train_loop(lambda batches, step, progress: 1 / 0, loader, progress=False, **budget).step == 0
     with pytest.raises(ValueError, match="on_nonfinite"):
         train_loop(lambda batches, step, progress: {}, loader, steps=1, on_nonfinite="ignore")
 
