@@ -8,8 +8,9 @@ One JSON file per notebook and profile, ``results/<notebook>/<profile>.json``::
 
 Metric names are snake_case and carry their unit or kind (``_nats``, ``_accuracy``, ``_s``...).
 ``COURSE_RESULTS`` redirects the folder (the tests point it at a temporary directory, so
-smoke runs never touch the committed records). ``scripts/update_readme.py`` builds the
-README's tables from these files.
+smoke runs never touch the committed records). A dry run (``COURSE_DRY_RUN=1``, see ``profiles``)
+always writes to a temporary folder: its numbers come from capped steps and are no ``gpu`` record.
+``scripts/update_readme.py`` builds the README's tables from these files.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import math
 import os
 import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 from .files import atomic_write
-from .profiles import PROFILES
+from .profiles import PROFILES, dry_run_requested
 
 RESULTS_ENV = "COURSE_RESULTS"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -47,7 +49,10 @@ def format_seconds(seconds: float) -> str:
 
 
 def results_dir() -> Path:
-    """``COURSE_RESULTS`` if set, else ``results/`` of the source checkout, else ``./results``."""
+    """``COURSE_RESULTS`` if set, else ``results/`` of the source checkout, else ``./results``;
+    in a dry run always ``course_dry_run/results`` in the system's temporary folder."""
+    if dry_run_requested():
+        return Path(tempfile.gettempdir()) / "course_dry_run" / "results"
     env = os.environ.get(RESULTS_ENV)
     if env:
         return Path(env)
@@ -69,7 +74,8 @@ def git_commit(cwd: Path | None = None) -> str:
 def record_results(notebook: str, metrics: dict[str, float], *, profile: str | None = None,
                    device: str | None = None, wall_time_s: float | None = None,
                    out_dir: str | Path | None = None) -> Path:
-    """Write this run's record atomically and return its path."""
+    """Write this run's record atomically and return its path (in a dry run: under :func:`results_dir`,
+    a temporary folder, whatever ``out_dir`` says)."""
     from .device import describe_device
     from .profiles import active_profile
 
@@ -95,6 +101,10 @@ def record_results(notebook: str, metrics: dict[str, float], *, profile: str | N
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "metrics": clean,
     }
+    if dry_run_requested():
+        out_dir = results_dir()
+        print(f"Dry run: the record goes to {out_dir}, not to the course's results/ "
+              f"(its numbers come from capped steps).")
     path = Path(out_dir or results_dir()) / notebook / f"{profile}.json"
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)

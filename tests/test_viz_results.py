@@ -77,3 +77,15 @@ def test_smoke_records_go_to_a_temporary_folder(monkeypatch):
     from pathlib import Path
 
     assert Path(results_dir()).resolve() != (Path(__file__).parents[1] / "results").resolve()
+
+
+def test_a_dry_run_records_into_a_temporary_folder_only(tmp_path, monkeypatch, capsys):
+    # a dry run's numbers come from capped steps: neither results/ nor an explicit folder may receive them
+    monkeypatch.setenv("COURSE_DRY_RUN", "1")
+    monkeypatch.delenv("COURSE_RESULTS", raising=False)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    path = record_results("03_vae", {"test_neg_elbo_nats": 98.4}, profile="gpu", out_dir=tmp_path / "given")
+    assert path == tmp_path / "tmp" / "course_dry_run" / "results" / "03_vae" / "gpu.json"
+    assert json.loads(path.read_text(encoding="utf-8"))["metrics"] == {"test_neg_elbo_nats": 98.4}
+    assert not (tmp_path / "given").exists()
+    assert "Dry run" in capsys.readouterr().out
