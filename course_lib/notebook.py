@@ -11,7 +11,7 @@ from . import results
 from .data.core import DATA_ENV, data_root
 from .device import describe_device, get_device, seed_everything
 from .files import display_path
-from .profiles import PROFILE_ENV, active_profile
+from .profiles import DRY_RUN_ENV, PROFILE_ENV, active_profile, dry_run_requested
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,10 @@ def setup(notebook: str, seed: int = 0, deterministic: bool | None = None) -> Se
     if on_colab() and device.type != "cuda":
         print("hint     : this Colab runtime has no GPU. For the gpu profile choose "
               "Runtime > Change runtime type > GPU, then run this cell again.")
-    if profile == "gpu" and device.type != "cuda":
+    if dry_run_requested():
+        print(f"dry run  : {DRY_RUN_ENV} is set: the gpu profile's shapes with the notebook's capped steps; "
+              f"the record goes to a temporary folder")
+    elif profile == "gpu" and device.type != "cuda":
         print("warning  : the gpu profile is selected but no GPU was found; this will be slow. "
               f"Set {PROFILE_ENV}=cpu for laptop-sized runs.")
     return Session(notebook=notebook, profile=profile, device=device, data_root=root)
