@@ -49,6 +49,14 @@ def not_larger(cap, full) -> bool:
     return True
 
 
+def test_not_larger_catches_a_cap_above_gpu():
+    assert not_larger(10, 1_000) and not_larger([1, 2], [1, 2, 3]) and not_larger({"a": (1,)}, {"a": (1, 2)})
+    assert not_larger(500, None) and not_larger(False, True) and not_larger("300", "all")
+    assert not not_larger(2_000, 1_000) and not not_larger([1, 2, 3], [1])
+    assert not not_larger({"a": (1, 2)}, {"a": (1,)})
+    assert not not_larger({"b": 1}, {"a": 1}), "a key gpu does not have"
+
+
 def test_the_notebooks_are_found():
     assert len(NOTEBOOKS) >= 18, [p.name for p in NOTEBOOKS]
 
