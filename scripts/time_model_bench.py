@@ -1,23 +1,29 @@
-"""Measure this machine's coefficients for scripts/time_model.py, in the setting the notebooks train in
-(modules, autograd, Adam), not at a kernel's peak:
+"""Measure this machine's coefficients for scripts/time_model.py from training steps of the course's own
+building blocks, timed here and counted by the time model (on meta tensors):
 
-* ``mm_flops_per_s``: FLOP/s of training steps of MLP and convolution layers at the course's sizes
-  (forward and backward, FLOPs counted by the time model's own counter);
-* ``bytes_per_s``: element-wise operators on 3 MB activations (a UNet's 64 x 16 x 28 x 28 feature map);
-* ``launch_us``: seconds per operator of a training step of a deep stack of tiny layers, where nothing
-  but the per-operator cost (Python, dispatch, autograd) is left.
+    probe                         what dominates it
+    40 tiny Linear(8, 8) layers   the per-operator cost (Python, dispatch, autograd, optimizer loop)
+    GroupNorm + SiLU stack        element-wise memory traffic on 3 MB feature maps
+    MLP autoencoder (batch 128)   matrix products
+    DCGAN step (width 32)         convolutions, BatchNorm
+    UNet step (base 16, batch 32) convolutions, GroupNorm, attention, gradient clipping, EMA
+    GPT step (4 x 128, T = 64)    attention and matrix products
 
-    python scripts/time_model_bench.py    # about 20 s; prints and writes results/time_model_bench.json
+The three coefficients (FLOP/s, bytes/s, seconds per operator) are the least-squares fit, in log ratios,
+of the model's step time to the measured ones: one set for the machine, fitted on these probes only (not
+on any notebook's recorded time, which ``scripts/time_model.py`` then predicts as a check).
+
+    python scripts/time_model_bench.py    # about 40 s; prints and writes results/time_model_bench.json
 """
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -26,75 +32,94 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import time_model as tm  # noqa: E402
 
 
-def seconds_per_call(fn, reps: int, warmup: int = 3) -> float:
-    """Median of five timings of ``reps`` calls: a typical, not a best, speed."""
+def seconds_per_call(fn, reps: int, warmup: int = 2) -> float:
+    """Median of three timings of ``reps`` calls: a typical, not a best, speed."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(5):
+    for _ in range(3):
         start = time.perf_counter()
         for _ in range(reps):
             fn()
         times.append((time.perf_counter() - start) / reps)
-    return sorted(times)[2]
+    return sorted(times)[1]
 
 
-def training_step(build, make_input):
-    """(step function on this CPU, Work of one step counted on meta) for Adam on sum(model(x))."""
+def probe(build, loss, clip=False, ema=False, reps=5):
+    """(measured seconds, counted Work) of one fit-like training step: Adam, optional clipping and EMA."""
+    from course_lib.train import EMA
+
     model = build()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=False)
-    x = make_input("cpu")
+    average = EMA(model) if ema else None
 
     def step():
         opt.zero_grad(set_to_none=True)
-        model(x).float().square().mean().backward()
+        loss(model, "cpu").backward()
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=False)
         opt.step()
+        if average is not None:
+            average.update(model)
 
-    work = tm.train_work(build, lambda m: m(make_input("meta")).float().square().mean(), on_gpu=False)
-    return step, work
+    seconds = seconds_per_call(step, reps)
+    work = tm.train_work(build, lambda m: loss(m, "meta"), on_gpu=False, clip=clip, ema=ema)
+    return seconds, work
+
+
+def probes() -> dict:
+    from course_lib.autoencoders import AEConfig, Autoencoder
+    from course_lib.gan import Discriminator, GANConfig, Generator
+    from course_lib.gpt import GPT, GPTConfig
+    from course_lib.unet import UNet, UNetConfig
+
+    randn = lambda dev, *shape: torch.randn(*shape, device=dev)  # noqa: E731
+    randint = lambda dev, high, *shape: torch.randint(0, high, shape, device=dev)  # noqa: E731
+    gpt_cfg = GPTConfig(vocab_size=65, n_layer=4, n_head=4, n_embd=128, block_size=64, bias=False, activation="gelu")
+    out = {
+        "tiny layers": probe(lambda: nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.ReLU()) for _ in range(40)]),
+                             lambda m, dev: m(randn(dev, 4, 8)).square().mean(), reps=20),
+        "groupnorm stack": probe(lambda: nn.Sequential(*[nn.Sequential(nn.GroupNorm(8, 16), nn.SiLU())
+                                                         for _ in range(6)]),
+                                 lambda m, dev: m(randn(dev, 64, 16, 28, 28)).square().mean()),
+        "mlp autoencoder": probe(lambda: Autoencoder(AEConfig(hidden=(512, 256), latent_dim=32)),
+                                 lambda m, dev: (m(randn(dev, 128, 1, 28, 28)) ** 2).mean(), reps=20),
+        "unet": probe(lambda: UNet(UNetConfig(base_channels=16)),
+                      lambda m, dev: (m(randn(dev, 32, 1, 28, 28), randint(dev, 1000, 32)) ** 2).mean(),
+                      clip=True, ema=True),
+        "gpt": probe(lambda: GPT(gpt_cfg), lambda m, dev: m(randint(dev, 65, 32, 64), randint(dev, 65, 32, 64))[1]),
+    }
+    g_cfg = GANConfig(latent_dim=64, width=32)
+    out["dcgan"] = probe(lambda: nn.ModuleList([Generator(g_cfg), Discriminator(g_cfg)]),
+                                       lambda m, dev: m[1](m[0](randn(dev, 64, 64))).square().mean())
+    return out
+
+
+def fit(results: dict) -> dict:
+    """FLOP/s, bytes/s and seconds per operator minimizing the squared log ratios of predicted to measured."""
+    from scipy.optimize import least_squares
+
+    rows = list(results.values())
+
+    def residuals(log_c):
+        flops, bandwidth, launch_s = np.exp(log_c)
+        d = tm.Device("cpu", flops, flops, bandwidth, 1e6 * launch_s, setup_s=0.0, half_bytes=False)
+        return [np.log(work.seconds(d) / s) for s, work in rows]
+
+    start = np.log([1e11, 2e10, 5e-6])
+    log_c = least_squares(residuals, start).x
+    flops, bandwidth, launch = np.exp(log_c)
+    return {"mm_flops_per_s": float(flops), "bytes_per_s": float(bandwidth), "launch_us": float(1e6 * launch),
+            "max_abs_log_ratio": float(np.max(np.abs(residuals(log_c))))}
 
 
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("COURSE_THREADS", "2")))
     torch.manual_seed(0)
-    out = {"threads": torch.get_num_threads()}
-
-    # 1) the cost of one operator: 40 layers of 8 -> 8 at batch 4 do almost no arithmetic
-    step, work = training_step(lambda: nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.ReLU()) for _ in range(40)]),
-                               lambda dev: torch.randn(4, 8, device=dev))
-    launch_s = seconds_per_call(step, reps=20) / work.launches
-    out["launch_us"] = 1e6 * launch_s
-
-    # 2) memory-bound operators on a 3 MB feature map: relu, add, multiply by a scalar, a GroupNorm
-    x, y = torch.randn(64, 16, 28, 28), torch.randn(64, 16, 28, 28)
-    norm = nn.GroupNorm(8, 16)
-    ops = {"relu": (lambda: torch.relu(x), 2), "add": (lambda: x + y, 3), "scale": (lambda: x * 0.5, 2),
-           "group_norm": (lambda: norm(x), 2)}
-    rates = {k: n * x.numel() * 4 / seconds_per_call(f, reps=50) for k, (f, n) in ops.items()}
-    out["bytes_per_s_each"] = rates
-    out["bytes_per_s"] = statistics.median(rates.values())
-
-    # 3) matmul and convolution FLOP/s inside training steps, after taking off the other operators' time
-    cases = {
-        "mlp 784-512-256 x 128": (lambda: nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256)),
-                                  lambda dev: torch.randn(128, 784, device=dev)),
-        "mlp 384-1536-384 x 2048": (lambda: nn.Sequential(nn.Linear(384, 1536), nn.GELU(), nn.Linear(1536, 384)),
-                                    lambda dev: torch.randn(2048, 384, device=dev)),
-        "conv 32ch 3x3 14x14 x 64": (lambda: nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-                                                           nn.Conv2d(32, 32, 3, padding=1)),
-                                     lambda dev: torch.randn(64, 32, 14, 14, device=dev)),
-        "conv 16ch 3x3 28x28 x 64": (lambda: nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-                                                           nn.Conv2d(16, 16, 3, padding=1)),
-                                     lambda dev: torch.randn(64, 16, 28, 28, device=dev)),
-    }
-    flops = {}
-    for name, (build, make_input) in cases.items():
-        step, work = training_step(build, make_input)
-        s = seconds_per_call(step, reps=10)
-        rest = work.other_bytes / out["bytes_per_s"] + work.launches * launch_s
-        flops[name] = work.flops / max(s - rest, 0.1 * s)
-    out["mm_flops_per_s_each"] = flops
-    out["mm_flops_per_s"] = statistics.median(flops.values())
+    results = probes()
+    out = {"threads": torch.get_num_threads(), **fit(results),
+           "probes": {k: {"measured_ms": 1e3 * s, "gflops": w.flops / 1e9, "mb": (w.mm_bytes + w.other_bytes) / 1e6,
+                          "launches": w.launches} for k, (s, w) in results.items()}}
     print(json.dumps(out, indent=1))
     path = ROOT / "results" / "time_model_bench.json"
     tmp = path.with_suffix(".json.tmp")
