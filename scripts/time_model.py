@@ -19,8 +19,9 @@ A device turns the counts into seconds::
 
 The GPU coefficients are the vendors' peak numbers times an assumed achieved fraction (stated in ``DEVICES``):
 estimates until a real run calibrates them. The CPU coefficients come from ``scripts/time_model_bench.py``
-on the machine that made the ``cpu`` records; ``cpu_check`` compares the model's ``cpu`` predictions with
-those records' measured wall times, a test of the model itself.
+(training steps of the course's own blocks, fitted once for the machine); ``cpu_check`` compares the model's
+``cpu`` predictions with the records' measured wall times, a test of the model itself. That test is only fair
+on the machine that made the records: ``--retimed`` adds wall times of cpu runs re-measured where the bench ran.
 
 Left out everywhere: data loading and tokenizing (inside ``setup_s``), plots, FCD feature extraction and
 other evaluation passes that are small next to training, and Python work between operators beyond the
@@ -88,7 +89,7 @@ DEVICES = {
 def cpu_device(bench: dict) -> Device:
     """This machine, from scripts/time_model_bench.py (fp32: the course does not autocast on a CPU)."""
     return Device("cpu", bench["mm_flops_per_s"], bench["mm_flops_per_s"], bench["bytes_per_s"], bench["launch_us"],
-                  setup_s=20.0, half_bytes=False,
+                  setup_s=10.0, half_bytes=False,  # kernel start, imports, data: a few seconds each
                   source=f"measured by scripts/time_model_bench.py ({bench['threads']} threads)")
 
 
