@@ -21,7 +21,8 @@ The GPU coefficients are the vendors' peak numbers times an assumed achieved fra
 estimates until a real run calibrates them. The CPU coefficients come from ``scripts/time_model_bench.py``
 (training steps of the course's own blocks, fitted once for the machine); ``cpu_check`` compares the model's
 ``cpu`` predictions with the records' measured wall times, a test of the model itself. That test is only fair
-on the machine that made the records: ``--retimed`` adds wall times of cpu runs re-measured where the bench ran.
+on the machine that made the records: ``--retimed`` adds wall times of cpu runs re-measured where the bench ran
+(``scripts/retime_cpu.py``).
 
 Left out everywhere: data loading and tokenizing (inside ``setup_s``), plots, FCD feature extraction and
 other evaluation passes that are small next to training, and Python work between operators beyond the
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "results" / "time_model.json"
 BENCH = ROOT / "results" / "time_model_bench.json"
+RETIMED = ROOT / "results" / "time_model_retimed.json"
 T4_BUDGET_MIN = 15.0  # a free Colab T4 should finish each notebook in about this
 
 
@@ -936,7 +938,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print", action="store_true", help="print the tables")
     parser.add_argument("--only", nargs="*", help="notebooks to estimate (default: all); does not write the file")
-    parser.add_argument("--retimed", type=Path, help="JSON {notebook: {wall_s: seconds}} of cpu runs re-timed here")
+    parser.add_argument("--retimed", type=Path, default=RETIMED if RETIMED.is_file() else None,
+                        help="JSON {notebook: {wall_s: seconds}} of cpu runs re-timed where the bench ran "
+                             "(default: results/time_model_retimed.json, from scripts/retime_cpu.py)")
     args = parser.parse_args(argv)
     if not BENCH.is_file():
         raise SystemExit(f"{BENCH} is missing: run `python scripts/time_model_bench.py` first (about 20 s).")
