@@ -102,6 +102,37 @@ def check_torchvision_ops() -> Check:
                  f"torch {torch.__version__} and torchvision {torchvision.__version__} work together")
 
 
+GPU_KINDS = ("T4", "L4", "A100", "H100")  # the cards scripts/time_model.py estimates, slowest first
+
+
+def course_minutes(device_name: str, results: Path | None = None) -> str:
+    """How long the whole course takes on this device, from the course's own records, or "" if unknown.
+
+    A GPU: the gpu profile's estimate for the card in ``device_name`` (``results/time_model.json``, written
+    by scripts/time_model.py; a card it does not list gets the T4's, the slowest). A CPU: the sum of the
+    measured ``cpu`` records (2 cores).
+    """
+    import json
+
+    from .results import load_results, results_dir
+
+    root = Path(results) if results is not None else results_dir()
+    if device_name.startswith("cuda"):
+        path = root / "time_model.json"
+        if not path.is_file():
+            return ""
+        notebooks = json.loads(path.read_text(encoding="utf-8"))["notebooks"]
+        kind = next((k for k in GPU_KINDS if k in device_name.upper()), None)
+        minutes = sum(v["gpu_minutes"][kind or "T4"] for v in notebooks.values())
+        card = f"a {kind}" if kind else "a T4 (this card is not in the estimates; most are faster)"
+        return (f"; the gpu profile takes about {minutes / 60:.1f} h for all {len(notebooks)} notebooks "
+                f"(estimated for {card}, not measured)")
+    seconds = [r["wall_time_s"] for r in load_results(root) if r["profile"] == "cpu"]
+    if not seconds:
+        return ""
+    return f"; the cpu profile took {sum(seconds) / 3600:.1f} h for {len(seconds)} notebooks on 2 cores (measured)"
+
+
 def check_device() -> Check:
     from .device import describe_device, get_device
 
@@ -109,9 +140,10 @@ def check_device() -> Check:
         device = get_device()
     except RuntimeError as err:  # COURSE_DEVICE asks for a device that is not there
         return Check("device", "fail", str(err).splitlines()[0], str(err).splitlines()[-1])
+    name = describe_device(device)
     if device.type == "cuda":
-        return Check("device", "ok", f"{describe_device(device)}: every profile runs; `gpu` is meant for it")
-    return Check("device", "warn", f"{describe_device(device)}: no GPU, so use the smoke or cpu profile",
+        return Check("device", "ok", f"{name}: use the gpu profile (the default here){course_minutes(name)}")
+    return Check("device", "warn", f"{name}: no GPU, so use the smoke or cpu profile{course_minutes(name)}",
                  "For the gpu profile use a machine with an NVIDIA GPU "
                  "(on Colab: Runtime > Change runtime type > GPU).")
 

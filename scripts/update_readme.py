@@ -10,6 +10,7 @@ every table that quotes it, with the changed files listed under the results tabl
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from datetime import datetime
@@ -21,6 +22,7 @@ from course_lib.results import format_seconds, load_results  # noqa: E402
 from stale_records import short_list, stale_records  # noqa: E402
 
 README = ROOT / "README.md"
+TIME_MODEL = ROOT / "results" / "time_model.json"  # scripts/time_model.py: estimated minutes per device
 
 # (notebook stem, what you learn). Notebooks not yet in notebooks/ are listed as planned.
 SYLLABUS = [
@@ -69,20 +71,34 @@ BEGIN = {key: f"<!-- {key}:begin -->" for key in KEYS}
 END = {key: f"<!-- {key}:end -->" for key in KEYS}
 
 
-def timed(seconds: float | None, stale: bool, exists: bool = True) -> str:
-    """A record's wall time for a table cell, marked when the record is stale."""
+def timed(seconds: float | None, stale: bool, exists: bool = True, estimate_min: float | None = None) -> str:
+    """A record's wall time for a table cell, marked when the record is stale; without a record, the time
+    model's estimate if there is one (``estimate_min``, minutes on a T4), marked as such."""
     if seconds is None:
+        if estimate_min is not None and exists:
+            return f"~{max(1, round(estimate_min))} min on a T4, estimated"
         return "not yet measured" if exists else ""
     return format_seconds(seconds) + (f" {STALE}" if stale else "")
 
 
-def syllabus_table(records: list[dict], stale: dict) -> str:
+def t4_estimates(path: Path = TIME_MODEL) -> dict[str, float]:
+    """Notebook stem -> estimated minutes of the gpu profile on a T4, from scripts/time_model.py's output
+    (empty if it has not been written)."""
+    if not path.is_file():
+        return {}
+    notebooks = json.loads(path.read_text(encoding="utf-8"))["notebooks"]
+    return {stem: v["gpu_minutes"]["T4"] for stem, v in notebooks.items()}
+
+
+def syllabus_table(records: list[dict], stale: dict, estimates: dict[str, float] | None = None) -> str:
     times = {(r["notebook"], r["profile"]): r["wall_time_s"] for r in records}
+    estimates = estimates or {}
     rows = ["| notebook | what you learn | cpu (2 cores) | gpu |", "|---|---|---|---|"]
     for stem, what in SYLLABUS:
         exists = (ROOT / "notebooks" / f"{stem}.ipynb").is_file()
         name = f"[{stem}](notebooks/{stem}.ipynb)" if exists else f"{stem} (planned)"
-        cpu, gpu = (timed(times.get((stem, p)), (stem, p) in stale, exists) for p in ("cpu", "gpu"))
+        cpu = timed(times.get((stem, "cpu")), (stem, "cpu") in stale, exists)
+        gpu = timed(times.get((stem, "gpu")), (stem, "gpu") in stale, exists, estimates.get(stem))
         rows.append(f"| {name} | {what} | {cpu} | {gpu} |")
     return "\n".join(rows) + (f"\n\n{SEE_RESULTS}" if stale else "")
 
@@ -133,8 +149,9 @@ def slow_cells(path: Path, min_seconds: float = RUN_AHEAD_S) -> list[tuple[str, 
     return slow
 
 
-def workshop_table(records: list[dict], stale: dict) -> str:
+def workshop_table(records: list[dict], stale: dict, estimates: dict[str, float] | None = None) -> str:
     times = {(r["notebook"], r["profile"]): r["wall_time_s"] for r in records}
+    estimates = estimates or {}
     rows = ["| notebook | cpu | gpu | start ahead in the cpu profile (cells over 1 min, measured) "
             "| CPU-only room: show from the stored outputs |",
             "|---|---|---|---|---|"]
@@ -142,7 +159,8 @@ def workshop_table(records: list[dict], stale: dict) -> str:
         path = ROOT / "notebooks" / f"{stem}.ipynb"
         if not path.is_file():
             continue
-        cpu, gpu = (timed(times.get((stem, p)), (stem, p) in stale) for p in ("cpu", "gpu"))
+        cpu = timed(times.get((stem, "cpu")), (stem, "cpu") in stale)
+        gpu = timed(times.get((stem, "gpu")), (stem, "gpu") in stale, estimate_min=estimates.get(stem))
         slow = ("; ".join(f"{section} ({format_seconds(s)})" for section, s in slow_cells(path))
                 or "nothing: run it live")
         rows.append(f"| {stem.split('_')[0]} | {cpu} | {gpu} | {slow} | {SHOW_FROM_OUTPUTS.get(stem, '')} |")
@@ -165,15 +183,19 @@ def references_table(manifest: dict) -> str:
     return "\n".join(rows)
 
 
-def render(text: str, records: list[dict], manifest: dict | None = None, stale: dict | None = None) -> str:
-    """``text`` with its tables rebuilt; ``stale`` ({(notebook, profile): changed files}) defaults to git's answer."""
+def render(text: str, records: list[dict], manifest: dict | None = None, stale: dict | None = None,
+           estimates: dict[str, float] | None = None) -> str:
+    """``text`` with its tables rebuilt; ``stale`` ({(notebook, profile): changed files}) defaults to git's answer,
+    ``estimates`` (T4 minutes of the gpu profile per notebook) to results/time_model.json."""
     if manifest is None:
         from course_lib.zoo import references
         manifest = references()
     if stale is None:
         stale = stale_records([r for r in records if r["profile"] != "smoke"])
-    tables = {"syllabus": syllabus_table(records, stale), "results": results_table(records, stale),
-              "workshop": workshop_table(records, stale), "references": references_table(manifest)}
+    if estimates is None:
+        estimates = t4_estimates()
+    tables = {"syllabus": syllabus_table(records, stale, estimates), "results": results_table(records, stale),
+              "workshop": workshop_table(records, stale, estimates), "references": references_table(manifest)}
     for key, table in tables.items():
         start, end = text.find(BEGIN[key]), text.find(END[key])
         if start < 0 or end < start:
