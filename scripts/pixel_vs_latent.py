@@ -42,7 +42,7 @@ from course_lib.files import atomic_write  # noqa: E402
 from course_lib.latent import LatentAEConfig, LatentAutoencoder, latent_ae_loss  # noqa: E402
 from course_lib.results import git_commit  # noqa: E402
 from course_lib.text_unet import TextUNet, TextUNetConfig  # noqa: E402
-from course_lib.train import EMA, cosine_lr, count_flops, fit  # noqa: E402
+from course_lib.train import EMA, cosine_lr, count_flops, count_parameters, fit  # noqa: E402
 from course_lib.unet import UNet, UNetConfig  # noqa: E402
 
 # Notebook 08b's cpu sizes (its sizes cell) that this study needs.
@@ -104,7 +104,7 @@ def pixel_run(steps: int, train, test_ref: torch.Tensor, seed: int = 1) -> dict:
     return {"steps": steps, "train_s": round(train_s, 1), "sampling_s": round(sample_s, 1),
             "fcd": round(fcd(images, test_ref, dataset="fashion_mnist"), 2),
             "class_accuracy": round(classifier_accuracy(images, labels, dataset="fashion_mnist"), 4),
-            "n": len(labels), "parameters": sum(p.numel() for p in model.parameters())}
+            "n": len(labels), "parameters": count_parameters(model)}
 
 
 def save(record: dict) -> None:
