@@ -5,12 +5,15 @@ the captions are generated: a template ("a photo of {article} {name}") filled in
 class's names ("sneaker", "trainer", ...). To see whether the model learned the *meaning* of a
 caption rather than the training strings, some phrasings never appear in training::
 
-    split              templates              names                   tests
-    "train"            TRAIN_TEMPLATES        TRAIN_NAMES             -
-    "held_out"         HELD_OUT_TEMPLATES     TRAIN_NAMES             new sentence structure
+    split              templates              names                   used for
+    "train"            TRAIN_TEMPLATES        TRAIN_NAMES             training
+    "validation"       VALIDATION_TEMPLATES   TRAIN_NAMES             choices made after training (when to
+                                                                      stop, which guidance scale)
+    "held_out"         HELD_OUT_TEMPLATES     TRAIN_NAMES             new sentence structure, scored once
     "held_out_names"   TRAIN_TEMPLATES        HELD_OUT_NAMES          new words for a known class
 
-No caption of a held-out split equals any training caption (the tests check it).
+No caption of one split equals a caption of another, and the three template sets share no template
+(the tests check both).
 
 The text encoder is the frozen all-MiniLM-L6-v2 (6 Transformer layers, 384-d, a BERT WordPiece
 tokenizer), found offline as in ``course_lib.ner.encoder_path``. ``TextEncoder.encode`` returns
@@ -28,7 +31,7 @@ Usage::
 
     captions = captions_for(labels, "train", generator=g)        # list[str], one per label
     encoder = TextEncoder(max_length=20)                           # the longest caption here has 18 tokens
-    bank = embed_captions(encoder, all_captions("train") + all_captions("held_out"))
+    bank = embed_captions(encoder, [c for split in SPLITS for c in all_captions(split)])
     tokens, mask = bank.lookup(captions)                           # (B, 20, 384), (B, 20)
 """
 from __future__ import annotations
@@ -42,7 +45,7 @@ from .checks import check_choice
 from .ner import encoder_path, quiet_transformers
 
 DATASETS = ("fashion_mnist", "mnist")
-SPLITS = ("train", "held_out", "held_out_names")
+SPLITS = ("train", "validation", "held_out", "held_out_names")
 
 # Names of each class, index = label. A name is a singular noun phrase: templates add the article.
 TRAIN_NAMES: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -82,12 +85,20 @@ TRAIN_TEMPLATES: tuple[str, ...] = (
     "a low-resolution picture of {article} {name}",
     "{article} {name} on a black background",
 )
-HELD_OUT_TEMPLATES: tuple[str, ...] = (  # other verbs, word orders and registers than any training template
+# Validation and held-out templates use other verbs, word orders and registers than any training template.
+VALIDATION_TEMPLATES: tuple[str, ...] = (
     "somebody took a snapshot of {article} {name}",
     "look, there is {article} {name} here!",
     "the image shows {article} {name} in the middle of the frame",
     "my favourite {name}",
     "an old catalogue scan: {article} {name}",
+)
+HELD_OUT_TEMPLATES: tuple[str, ...] = (
+    "here you can see {article} {name}",
+    "i found {article} {name} in the attic",
+    "{article} {name} photographed from above",
+    "what a nice {name}",
+    "an image that contains {article} {name}",
 )
 
 
@@ -111,7 +122,7 @@ def templates_and_names(split: str, dataset: str = "fashion_mnist"
                         ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
     """The templates and the per-class names that make up ``split`` (see the table at the top)."""
     _check(dataset, split)
-    templates = HELD_OUT_TEMPLATES if split == "held_out" else TRAIN_TEMPLATES
+    templates = {"validation": VALIDATION_TEMPLATES, "held_out": HELD_OUT_TEMPLATES}.get(split, TRAIN_TEMPLATES)
     names = HELD_OUT_NAMES[dataset] if split == "held_out_names" else TRAIN_NAMES[dataset]
     return templates, names
 
@@ -232,6 +243,7 @@ def embed_captions(encoder: TextEncoder, captions: Iterable[str], batch_size: in
 
 
 __all__ = [
-    "DATASETS", "SPLITS", "TRAIN_NAMES", "HELD_OUT_NAMES", "TRAIN_TEMPLATES", "HELD_OUT_TEMPLATES", "article", "fill",
+    "DATASETS", "SPLITS", "TRAIN_NAMES", "HELD_OUT_NAMES", "TRAIN_TEMPLATES", "VALIDATION_TEMPLATES",
+    "HELD_OUT_TEMPLATES", "article", "fill",
     "templates_and_names", "all_captions", "captions_for", "TextEncoder", "CaptionBank", "embed_captions",
 ]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from course_lib.captions import (
-    DATASETS, HELD_OUT_NAMES, HELD_OUT_TEMPLATES, SPLITS, TRAIN_NAMES, TRAIN_TEMPLATES, CaptionBank, TextEncoder,
-    all_captions, article, captions_for, embed_captions, fill,
+    DATASETS, HELD_OUT_NAMES, HELD_OUT_TEMPLATES, SPLITS, TRAIN_NAMES, TRAIN_TEMPLATES, VALIDATION_TEMPLATES,
+    CaptionBank, TextEncoder, all_captions, article, captions_for, embed_captions, fill,
 )
 from course_lib.data.core import DataError
 
@@ -24,18 +24,22 @@ def test_articles_and_filling():
     assert fill("{article} {name}, in black and white", "sneaker") == "a sneaker, in black and white"
     assert [article(w) for w in ["eight", "one", "overcoat", "unicorn", "tee", "umbrella"]] == \
         ["an", "a", "an", "a", "a", "an"]
-    for template in TRAIN_TEMPLATES + HELD_OUT_TEMPLATES:
+    for template in TRAIN_TEMPLATES + VALIDATION_TEMPLATES + HELD_OUT_TEMPLATES:
         assert "{name}" in template
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
-def test_held_out_captions_never_occur_in_training(dataset):
+def test_splits_share_no_caption_and_no_template(dataset):
     train = set(all_captions("train", dataset))
     assert len(train) == sum(len(n) for n in TRAIN_NAMES[dataset]) * len(TRAIN_TEMPLATES)  # no duplicates
-    for split in ("held_out", "held_out_names"):
-        held = all_captions(split, dataset)
-        assert held and not train & set(held), split
-    assert not set(TRAIN_TEMPLATES) & set(HELD_OUT_TEMPLATES)
+    seen = {}
+    for split in SPLITS:
+        captions = all_captions(split, dataset)
+        assert captions, split
+        for c in captions:
+            assert seen.setdefault(c, split) == split, f"{c!r} is in both {seen[c]!r} and {split!r}"
+    template_sets = [set(TRAIN_TEMPLATES), set(VALIDATION_TEMPLATES), set(HELD_OUT_TEMPLATES)]
+    assert sum(map(len, template_sets)) == len(set.union(*template_sets))
     train_words = {n for names in TRAIN_NAMES[dataset] for n in names}
     assert not train_words & {n for names in HELD_OUT_NAMES[dataset] for n in names}
     # a name belongs to one class only, so a caption determines its label
@@ -63,12 +67,12 @@ def test_captions_for_follows_the_labels_and_the_seed():
 
 def test_caption_errors():
     with pytest.raises(ValueError, match="choose one of"):
-        captions_for([0], "validation")
+        captions_for([0], "dev")
     with pytest.raises(ValueError, match="choose one of"):
         all_captions("train", "cifar10")
     with pytest.raises(ValueError, match=r"\[0, 10\)"):
         captions_for([10])
-    assert set(SPLITS) == {"train", "held_out", "held_out_names"}
+    assert set(SPLITS) == {"train", "validation", "held_out", "held_out_names"}
 
 
 # ---------------------------------------------------------------------------- the text encoder
