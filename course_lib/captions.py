@@ -7,8 +7,8 @@ caption rather than the training strings, some phrasings never appear in trainin
 
     split              templates              names                   used for
     "train"            TRAIN_TEMPLATES        TRAIN_NAMES             training
-    "validation"       VALIDATION_TEMPLATES   TRAIN_NAMES             choices made after training (when to
-                                                                      stop, which guidance scale)
+    "validation"       VALIDATION_TEMPLATES   TRAIN_NAMES             choices made after training (which
+                                                                      weights to keep, which guidance scale)
     "held_out"         HELD_OUT_TEMPLATES     TRAIN_NAMES             new sentence structure, scored once
     "held_out_names"   TRAIN_TEMPLATES        HELD_OUT_NAMES          new words for a known class
 
