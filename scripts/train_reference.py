@@ -60,12 +60,15 @@ LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "fsdd": loa
 AUDIO = "fsdd"  # its metric is a spoken-digit classifier's accuracy (FCD's classifiers know only images)
 
 # name -> the zoo model, its dataset, and the settings that differ from zoo.RECIPES; "sampler" are the
-# diffusion sampler's settings stored with the weights (zoo.Trained.sample uses them by default).
+# diffusion sampler's settings stored with the weights (zoo.Trained.sample uses them by default);
+# autocast="bf16" trains with bf16 autocast on the CPU (forward and loss in bf16 matrix products, weights,
+# gradients and optimizer state in fp32), about 1.8x faster for the width-32 UNet on a CPU with native bf16
+# units (AVX-512 BF16 / AMX), slower on one without. Sampling and every score are fp32.
 REFERENCES = {
     "cfg_mnist": dict(model="cfg", dataset="mnist", steps=5_000, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
                       sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=2.0), final_n=2_000),
-    "ddpm_mnist": dict(model="ddpm", dataset="mnist", steps=3_500, batch_size=64, lr=1.5e-3, width=16, ema_decay=0.999,
-                       sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=10_000),
+    "ddpm_mnist": dict(model="ddpm", dataset="mnist", steps=16_000, batch_size=64, lr=1e-3, width=32, ema_decay=0.999,
+                       autocast="bf16", sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=10_000),
     "dcgan_fashion": dict(model="dcgan", dataset="fashion_mnist", steps=6_000, batch_size=64, lr=2e-4, width=48,
                           ema_decay=0.999, final_n=10_000),
     "dcgan_mnist": dict(model="dcgan", dataset="mnist", steps=8_000, batch_size=64, lr=2e-4, width=32, ema_decay=0.999,
@@ -216,6 +219,7 @@ def main() -> None:
     spec["steps"] = args.steps or spec["steps"]
     dataset = spec.pop("dataset")
     model = spec.pop("model")
+    amp = spec.pop("autocast", None)
     device = torch.device(args.device)
 
     data = LOADERS[dataset]("train")
@@ -239,7 +243,10 @@ def main() -> None:
         return trained
 
     while run.step < run.total_steps:
-        run.advance(min(args.segment, run.total_steps - run.step), progress=True)
+        # cache_enabled=False: the bf16 copies of the weights are made anew at every forward pass (autocast
+        # caches them until its block ends, which here spans many optimizer steps: stale weights, divergence)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16", cache_enabled=False):
+            run.advance(min(args.segment, run.total_steps - run.step), progress=True)
         if run.step % curve_every == 0 or run.step == run.total_steps:
             point = score(sampled(), dataset, ref_stats, args.curve_n, seed=1,
                           **({"ddim_steps": 10} if sampler else {}))
@@ -258,7 +265,8 @@ def main() -> None:
     check = score(zoo.load(path, device="cpu"), dataset, ref_stats, CHECK["n"], CHECK["seed"], **check_settings)
     entry = {
         "file": path.name, "sha256": sha256_of(path), "size_bytes": path.stat().st_size, "model": model,
-        "dataset": dataset, "recipe": {**spec, "seed": SEED, **({"sampler": sampler} if sampler else {})},
+        "dataset": dataset, "recipe": {**spec, "seed": SEED, **({"autocast": amp} if amp else {}),
+                                         **({"sampler": sampler} if sampler else {})},
         "steps": run.step, "train_seconds": round(run.seconds, 1), "machine": describe_device(device),
         "platform": platform.platform(), "torch_version": torch.__version__, "commit": git_commit(),
         "n_params": count_parameters(trained.model),
