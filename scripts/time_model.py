@@ -656,7 +656,10 @@ def loops_06(c):
     return [Loop("CycleGAN", c.steps, step(None)), Loop("CycleGAN without the cycle loss", c.ablation_steps, step(0.0))]
 
 
-REF_UNET_WIDTH = 16  # the reference diffusion models of course_lib/weights (zoo.RECIPES: ddpm, cfg)
+def ref_width(name: str) -> int:
+    """UNet base width of a shipped diffusion reference (``course_lib/weights/references.json``'s recipe)."""
+    manifest = json.loads((ROOT / "course_lib" / "weights" / "references.json").read_text())
+    return manifest[name]["recipe"]["width"]
 
 
 def loops_07(c):
@@ -666,16 +669,16 @@ def loops_07(c):
             Loop("DDIM sampling for FCD (EMA and last weights)", 2 * c.fcd_steps * math.ceil(c.n_fcd / b),
                  lambda g: unet_sample(c.base_channels, b), amp=False),
             Loop("reference: DDIM for FCD", c.fcd_steps * math.ceil(c.n_fcd / b),
-                 lambda g: unet_sample(REF_UNET_WIDTH, b), amp=False),
+                 lambda g: unet_sample(ref_width("ddpm_mnist"), b), amp=False),
             Loop("reference: DDPM and 2 x DDIM rows", c.T + 2 * c.ref_ddim_steps,
-                 lambda g: unet_sample(REF_UNET_WIDTH, c.ref_n), amp=False)]
+                 lambda g: unet_sample(ref_width("ddpm_mnist"), c.ref_n), amp=False)]
 
 
 def loops_08(c):
     b, K = c.sample_batch, 10
     batches = lambda n: math.ceil(n / b)  # noqa: E731
     live = lambda g: unet_sample(c.base_channels, b, K)  # noqa: E731
-    ref_guided = lambda g: unet_sample(REF_UNET_WIDTH, min(b, c.ref_n), K, guided=True)  # noqa: E731
+    ref_guided = lambda g: unet_sample(ref_width("cfg_mnist"), min(b, c.ref_n), K, guided=True)  # noqa: E731
     audio_shape = (1, 32, 32)  # (channels, mel bands, frames) of course_lib.audio's default spectrogram
     return [
         Loop("conditional UNet", c.train_steps, lambda g: unet_step(c.base_channels, c.batch_size, g, K)),
@@ -770,10 +773,14 @@ def loops_14(c):
              lambda g: dcgan_step(c.live_widths["dcgan"] or RECIPES["dcgan"].width, 64, B, g)),
         Loop("DDPM (zoo recipe)", c.live_steps["ddpm"],
              lambda g: unet_step(c.live_widths["ddpm"] or RECIPES["ddpm"].width, B, g)),
-        Loop(f"reference samplers ({n_settings} settings + DDPM)", sweep_steps * batches,
-             lambda g: unet_sample(RECIPES["cfg"].width, 500, 10, guided=True), amp=False),
-        Loop("reference diffusion samples for scoring (2 models)", 2 * math.ceil(c.n_eval / 500) * c.ddim_steps,
-             lambda g: unet_sample(RECIPES["cfg"].width, 500, 10, guided=True), amp=False),
+        Loop(f"cfg reference samplers ({n_settings} settings)", (sweep_steps - c.ddim_steps) * batches,
+             lambda g: unet_sample(ref_width("cfg_mnist"), 500, 10, guided=True), amp=False),
+        Loop("DDPM reference sampler (1 setting)", c.ddim_steps * batches,
+             lambda g: unet_sample(ref_width("ddpm_mnist"), 500), amp=False),
+        Loop("cfg reference samples for scoring", math.ceil(c.n_eval / 500) * c.ddim_steps,
+             lambda g: unet_sample(ref_width("cfg_mnist"), 500, 10, guided=True), amp=False),
+        Loop("DDPM reference samples for scoring", math.ceil(c.n_eval / 500) * c.ddim_steps,
+             lambda g: unet_sample(ref_width("ddpm_mnist"), 500), amp=False),
         Loop("classifier for CAS", c.cas_steps, lambda g: cnn_step(128, g))]
 
 
