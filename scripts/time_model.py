@@ -657,9 +657,10 @@ def loops_06(c):
 
 
 def ref_width(name: str) -> int:
-    """UNet base width of a shipped diffusion reference (``course_lib/weights/references.json``'s recipe)."""
-    manifest = json.loads((ROOT / "course_lib" / "weights" / "references.json").read_text())
-    return manifest[name]["recipe"]["width"]
+    """UNet base width of a shipped diffusion reference, from its manifest recipe (``zoo.references``)."""
+    from course_lib.zoo import references
+
+    return references()[name]["recipe"]["width"]
 
 
 def loops_07(c):
@@ -766,14 +767,14 @@ def loops_14(c):
 
     B = c.batch_size
     n_settings = len(c.sweep_ddim_steps) + len(c.sweep_guidance) - 1
-    sweep_steps = sum(c.sweep_ddim_steps) + (len(c.sweep_guidance) - 1) * c.ddim_steps + c.ddim_steps
+    cfg_sweep_steps = sum(c.sweep_ddim_steps) + (len(c.sweep_guidance) - 1) * c.ddim_steps  # + 1 DDPM setting
     batches = math.ceil(c.n_sweep / 500)
     return [
         Loop("DCGAN (zoo recipe)", c.live_steps["dcgan"],
              lambda g: dcgan_step(c.live_widths["dcgan"] or RECIPES["dcgan"].width, 64, B, g)),
         Loop("DDPM (zoo recipe)", c.live_steps["ddpm"],
              lambda g: unet_step(c.live_widths["ddpm"] or RECIPES["ddpm"].width, B, g)),
-        Loop(f"cfg reference samplers ({n_settings} settings)", (sweep_steps - c.ddim_steps) * batches,
+        Loop(f"cfg reference samplers ({n_settings} settings)", cfg_sweep_steps * batches,
              lambda g: unet_sample(ref_width("cfg_mnist"), 500, 10, guided=True), amp=False),
         Loop("DDPM reference sampler (1 setting)", c.ddim_steps * batches,
              lambda g: unet_sample(ref_width("ddpm_mnist"), 500), amp=False),
