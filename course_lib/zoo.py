@@ -312,6 +312,11 @@ class Run:
                  lr: float | None = None, width: int | None = None, ema_decay: float | None = None,
                  device: torch.device | str | None = None, seed: int = 0, init_from: str | Trained | None = None):
         recipe = RECIPES[_check_name(name)]
+        source = None
+        if init_from is not None:  # fine-tuning: the network takes the source's width unless one is given
+            with torch.random.fork_rng(devices=[]):  # building the network draws random initial weights
+                source = load(init_from, device=device) if isinstance(init_from, str) else init_from
+            width = source.extra.get("width") if width is None else width
         overrides = {k: v for k, v in dict(lr=lr, width=width, ema_decay=ema_decay).items() if v is not None}
         self.name, self.recipe = name, Recipe(**{**asdict(recipe), **overrides})
         self.family = FAMILIES[_family(name)]
@@ -333,17 +338,16 @@ class Run:
             self.rng = torch.random.get_rng_state()
             self.cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         # fine-tuning: copy trained weights in place (the optimizer holds these tensors), before the EMA starts
-        self.init_from = self._load_initial_weights(init_from) if init_from is not None else None
+        self.init_from = self._load_initial_weights(init_from, source) if source is not None else None
         self.ema = EMA(self.model, self.recipe.ema_decay) if self.recipe.ema_decay > 0 else None
         x = from_unit(x) if self.family is not FAMILIES["vae"] else x  # GANs and diffusion work in [-1, 1]
         self.batches = _Batches(x.float().to(self.device), y.to(self.device) if y is not None else None,
                                 self.batch_size, seed)
 
-    def _load_initial_weights(self, source: str | Trained) -> str:
+    def _load_initial_weights(self, init_from: str | Trained, trained: Trained) -> str:
         """Start from a trained model's weights (fine-tuning) instead of a random initialisation: a reference
         name or a ``Trained`` of the same model name with the same network config. Returns its name."""
-        trained = load(source, device=self.device) if isinstance(source, str) else source
-        label = source if isinstance(source, str) else f"a trained {trained.name!r}"
+        label = init_from if isinstance(init_from, str) else f"a trained {trained.name!r}"
         if trained.name != self.name or asdict(trained.model.config) != asdict(self.model.config):
             raise ValueError(f"init_from: {label} is a {trained.name!r} with {trained.model.config}; this run builds a "
                              f"{self.name!r} with {self.model.config}. Fine-tune from a model of the same name and "

@@ -788,6 +788,7 @@ def loops_14(c):
 def loops_15(c):
     from course_lib.zoo import RECIPES
 
+    width = ref_width(c.diffusion_init)  # the diffusion arm fine-tunes this reference at its width
     n_gen = len(c.gen_per_class)
     n_extra = 10 * c.extra_per_class
     pools = len(c.per_class) * 3 + 2 * len(set(c.gen_per_class) & set(c.per_class))  # real, augment, oracle + 2 arms
@@ -795,9 +796,9 @@ def loops_15(c):
     return [
         Loop("conditional GANs", n_gen * c.gan_steps, lambda g: dcgan_step(RECIPES["cgan"].width, 64, 64, g, 10)),
         Loop("diffusion fine-tuning", n_gen * c.diffusion_steps,
-             lambda g: unet_step(RECIPES["cfg"].width, 64, g, 10)),
+             lambda g: unet_step(width, 64, g, 10)),
         Loop("sampling the diffusion pools", n_gen * math.ceil(n_extra / 500) * c.ddim_steps,
-             lambda g: unet_sample(RECIPES["cfg"].width, 500, 10, guided=True), amp=False),
+             lambda g: unet_sample(width, 500, 10, guided=True), amp=False),
         Loop("classifiers", classifiers * c.classifier_steps, lambda g: cnn_step(128, g))]
 
 

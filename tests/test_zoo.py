@@ -230,6 +230,8 @@ def test_init_from_fine_tunes_the_given_weights_and_refuses_another_network():
                         progress=False)
     assert "init_from" not in scratch.extra
     assert not torch.allclose(next(iter(scratch.model.parameters())), next(iter(zero.model.parameters())))
+    inherited = zoo.train("cfg", x, y, steps=1, batch_size=8, device="cpu", progress=False, init_from=base)
+    assert inherited.extra["width"] == TINY["cfg"] != zoo.RECIPES["cfg"].width, "no width given: the source's"
     with pytest.raises(ValueError, match="init_from: .*same name and width"):
         zoo.train("cfg", x, y, steps=1, batch_size=8, width=16, device="cpu", progress=False, init_from=base)
     with pytest.raises(ValueError, match="init_from"):
@@ -239,7 +241,9 @@ def test_init_from_fine_tunes_the_given_weights_and_refuses_another_network():
 def test_init_from_a_reference_by_name_starts_at_its_weights():
     ref = zoo.load("cfg_mnist", device="cpu")
     x, y = images(20, seed=6)
+    rng = torch.random.get_rng_state()
     run = zoo.Run("cfg", x, y, steps=5, batch_size=8, device="cpu", init_from="cfg_mnist")
+    assert torch.equal(torch.random.get_rng_state(), rng), "loading the reference must leave the global random state"
     for (k, p0), p1 in zip(ref.model.state_dict().items(), run.model.state_dict().values()):
         assert torch.equal(p0, p1), k
     assert run.trained().extra["init_from"] == "cfg_mnist"
