@@ -86,7 +86,7 @@ REFERENCES = {
 }
 # The sampler study of a class-conditional diffusion reference (notebook 08 shows it): FCD against all
 # test images over DDIM step counts, and the guidance sweep with class accuracy and within-class spread.
-STUDY = dict(n=2_000, steps=[5, 10, 20, 50, 100], sweep_steps=20, scales=[0.0, 1.0, 2.0, 3.0, 4.0], best_n=10_000)
+STUDY = dict(n=2_000, steps=[5, 10, 20, 50, 100], sweep_steps=20, scales=[0.0, 1.0, 1.5, 2.0, 3.0, 4.0], best_n=10_000)
 CHECK = dict(n=200, seed=0, ddim_steps=10)  # the small fixed-seed sample that tests/test_references.py re-scores
 SEED = 0
 SAMPLE_BATCH = 250  # images per sampler call (smaller batches run faster per image on a CPU)
