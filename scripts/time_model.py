@@ -663,6 +663,13 @@ def ref_width(name: str) -> int:
     return references()[name]["recipe"]["width"]
 
 
+def ref_guided(name: str) -> bool:
+    """Whether a reference's stored sampler runs guided (two network passes per step): w not in (0, 1)."""
+    from course_lib.zoo import references
+
+    return references()[name]["recipe"].get("sampler", {}).get("guidance_scale", 1.0) not in (0.0, 1.0)
+
+
 def loops_07(c):
     b = c.sample_batch
     return [Loop("DDPM UNet", c.train_steps, lambda g: unet_step(c.base_channels, c.batch_size, g)),
@@ -779,7 +786,7 @@ def loops_14(c):
         Loop("DDPM reference sampler (1 setting)", c.ddim_steps * batches,
              lambda g: unet_sample(ref_width("ddpm_mnist"), 500), amp=False),
         Loop("cfg reference samples for scoring", math.ceil(c.n_eval / 500) * c.ddim_steps,
-             lambda g: unet_sample(ref_width("cfg_mnist"), 500, 10, guided=True), amp=False),
+             lambda g: unet_sample(ref_width("cfg_mnist"), 500, 10, guided=ref_guided("cfg_mnist")), amp=False),
         Loop("DDPM reference samples for scoring", math.ceil(c.n_eval / 500) * c.ddim_steps,
              lambda g: unet_sample(ref_width("ddpm_mnist"), 500), amp=False),
         Loop("classifier for CAS", c.cas_steps, lambda g: cnn_step(128, g))]
