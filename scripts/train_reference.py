@@ -60,13 +60,14 @@ LOADERS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "fsdd": loa
 AUDIO = "fsdd"  # its metric is a spoken-digit classifier's accuracy (FCD's classifiers know only images)
 
 # name -> the zoo model, its dataset, and the settings that differ from zoo.RECIPES; "sampler" are the
-# diffusion sampler's settings stored with the weights (zoo.Trained.sample uses them by default);
+# diffusion sampler's settings stored with the weights (zoo.Trained.sample uses them by default; cfg_mnist's
+# guidance scale is the one its study chose by FCD against the training images, see study());
 # autocast="bf16" trains with bf16 autocast on the CPU (forward and loss in bf16 matrix products, weights,
 # gradients and optimizer state in fp32), about 1.8x faster for the width-32 UNet on a CPU with native bf16
 # units (AVX-512 BF16 / AMX), slower on one without. Sampling and every score are fp32.
 REFERENCES = {
     "cfg_mnist": dict(model="cfg", dataset="mnist", steps=16_000, batch_size=64, lr=1e-3, width=32, ema_decay=0.999,
-                      autocast="bf16", sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=2.0), final_n=2_000),
+                      autocast="bf16", sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=2_000),
     "ddpm_mnist": dict(model="ddpm", dataset="mnist", steps=16_000, batch_size=64, lr=1e-3, width=32, ema_decay=0.999,
                        autocast="bf16", sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=10_000),
     "dcgan_fashion": dict(model="dcgan", dataset="fashion_mnist", steps=6_000, batch_size=64, lr=2e-4, width=48,
