@@ -70,7 +70,7 @@ REFERENCES = {
                       autocast="bf16", sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=2_000),
     "ddpm_mnist": dict(model="ddpm", dataset="mnist", steps=16_000, batch_size=64, lr=1e-3, width=32, ema_decay=0.999,
                        autocast="bf16", sampler=dict(ddim_steps=20, eta=0.0, guidance_scale=1.0), final_n=10_000),
-    "dcgan_fashion": dict(model="dcgan", dataset="fashion_mnist", steps=6_000, batch_size=64, lr=2e-4, width=48,
+    "dcgan_fashion": dict(model="dcgan", dataset="fashion_mnist", steps=20_000, batch_size=64, lr=2e-4, width=48,
                           ema_decay=0.999, final_n=10_000),
     "dcgan_mnist": dict(model="dcgan", dataset="mnist", steps=8_000, batch_size=64, lr=2e-4, width=32, ema_decay=0.999,
                         final_n=10_000),
