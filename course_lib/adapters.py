@@ -1,26 +1,16 @@
 """Bottleneck adapters: parameter-efficient fine-tuning by small inserted layers (Houlsby et al., 2019).
 
-The pretrained network stays frozen; small bottleneck networks are inserted into it and trained::
+The frozen network gets small trained layers a(h) = h + W_up GELU(W_down h + b_down) + b_up, derived
+in notebook 13. W_up and b_up start at zero, so the adapted model starts exactly equal to the base
+model. Unlike LoRA, adapters cannot be merged away: a little extra latency at inference.
 
-    a(h) = h + W_up f(W_down h + b_down) + b_up      W_down: m x d, W_up: d x m, m << d, f = GELU
+Houlsby's placement, the default: two adapters per Transformer layer, after the attention and the
+feed-forward output projections, with the LayerNorms and the task head trained too. An adapter here
+follows a chosen Linear (``AdaptedLinear``), before the dropout BERT applies next (the same in eval mode).
 
-* W_up and b_up start at zero, so every adapter starts as the identity and the adapted model
-  starts exactly equal to the base model (W_down keeps nn.Linear's random init; at the first step
-  only W_up and b_up receive a gradient).
-* Parameters per adapter: 2 d m + d + m.
-* Houlsby's placement: in each Transformer layer, one adapter after the attention output
-  projection and one after the feed-forward output projection, both before the residual add and
-  LayerNorm. Here an adapter is applied to the output of a chosen Linear (``AdaptedLinear``), i.e.
-  right after the projection and before the dropout that BERT applies next (the same in eval mode).
-  Houlsby also trains the LayerNorm parameters and the new task head: the defaults do too.
-* Unlike LoRA, adapters add layers that stay at inference time: a little extra latency.
-
-Layers are chosen by name as in ``course_lib.lora``: a pattern matches a Linear whose qualified
-name ends with it at a dot boundary. In BERT, "output.dense" therefore matches both
-``encoder.layer.N.attention.output.dense`` (attention output projection) and
-``encoder.layer.N.output.dense`` (feed-forward output projection); the default lists
-"attention.output.dense" too, for the reader. Each Linear gets at most one adapter, however many
-patterns match it: the default gives exactly 2 adapters per BERT layer.
+Layers are chosen by name as in ``course_lib.lora``. In BERT, "output.dense" matches both
+``encoder.layer.N.attention.output.dense`` and ``encoder.layer.N.output.dense``; the default lists
+"attention.output.dense" too, for the reader. Each Linear gets at most one adapter.
 
 Usage::
 

@@ -1,46 +1,19 @@
 """Attention from scratch: scaled dot-product attention, masks, multi-head attention, positions.
 
-Scaled dot-product attention (Vaswani et al., 2017) lets every query position take a weighted
-average of the values, with weights from how well its query matches each key::
-
-    scores  = q k^T / sqrt(d)              (..., T, S)   d = size of one query / key vector
-    scores  = -inf where the mask says "do not attend"
-    weights = softmax(scores, dim=-1)      each row sums to 1 over the S keys
-    out     = weights v                    (..., T, d_v)
-
-Dividing by sqrt(d) keeps the scores' variance near 1 when q and k have unit-variance entries,
-so the softmax does not saturate at initialization.
+Scaled dot-product attention (Vaswani et al., 2017), multi-head attention and the three kinds of
+positions are derived in notebook 09.
 
 Masks follow ``torch.nn.functional.scaled_dot_product_attention``: a **boolean mask with True =
 may attend** (False = masked out), broadcastable to (B, H, T, S); a float mask is *added* to the
 scores (0 = attend, -inf = masked). Careful: ``torch.nn.MultiheadAttention``'s ``key_padding_mask``
 uses the opposite convention (True = ignore this key).
 
-* ``causal_mask(T)``: position i may attend to positions <= i (a language model must not see the
-  future). With S > T keys (decoding with a KV cache) the T queries are the *last* T positions.
-* ``padding_mask(tokens, pad_id)`` or ``padding_mask(lengths, max_len=S)``: keys that are padding
-  are masked, shape (B, 1, 1, S) so it broadcasts over heads and queries.
+A query row whose keys are all masked comes out as NaN. Padding masks mask keys only, so this
+happens only for a sequence made entirely of padding.
 
-A query row whose keys are all masked has no defined softmax: it comes out as NaN. Padding masks
-mask keys only, so this happens only for a sequence made entirely of padding.
-
-Multi-head attention runs H attentions of size d_head = d_model / H side by side on learned
-projections and mixes them with an output projection::
-
-    head_h = attention(x W_q^h, c W_k^h, c W_v^h)      c = x (self-attention) or the encoder output
-    out    = concat(head_1, ..., head_H) W_o
-
-Positional information (attention itself is blind to order):
-
-* sinusoidal, fixed (Vaswani et al.): ``sinusoidal_positions(T, d)`` is added to the token
-  embeddings; used by ``course_lib.seq2seq`` (the default there).
-* learned absolute: an ``nn.Embedding(block_size, d)`` added to the token embeddings; used by
-  ``course_lib.gpt`` (GPT-2, so its weights load into transformers' GPT-2) and as an option in
-  ``course_lib.seq2seq``.
-* rotary, RoPE (Su et al., 2021; used by LLaMA and most recent LLMs): queries and keys are rotated
-  by an angle proportional to their position, so q . k depends only on the positions'
-  *difference*. ``apply_rotary(x, positions)``, and ``Rotary`` with a cache of cos / sin tables;
-  ``course_lib.gpt`` uses it with ``GPTConfig(pos_emb="rotary")``.
+Positions: ``sinusoidal_positions`` (Vaswani et al., 2017; the default of ``course_lib.seq2seq``),
+learned absolute (``nn.Embedding`` in ``course_lib.gpt``, as in GPT-2), and rotary, RoPE (Su et al.,
+2021): ``apply_rotary`` and ``Rotary``, used by ``GPTConfig(pos_emb="rotary")``.
 
 Usage::
 
@@ -52,9 +25,8 @@ Usage::
     cross = MultiHeadAttention(d_model=128, n_head=4, cross=True)
     y, w = cross(x, context=memory, mask=padding_mask(src, pad_id=0), return_weights=True)
 
-``MultiHeadAttention`` uses ``torch.nn.functional.scaled_dot_product_attention`` (fused and fast)
-unless attention weights are asked for; ``scaled_dot_product_attention`` here is the readable
-reference, and the tests check that both agree.
+``MultiHeadAttention`` uses torch's fused kernel unless attention weights are asked for;
+``scaled_dot_product_attention`` here is the readable reference, and the tests check that both agree.
 """
 from __future__ import annotations
 
@@ -70,11 +42,10 @@ from torch import nn
 # ---------------------------------------------------------------------------------------
 
 def causal_mask(T: int, S: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
-    """Boolean (T, S) mask, True = may attend: query i (the i-th of the last T positions) sees keys <= its position.
+    """Boolean (T, S) causal mask, True = may attend; the T queries are the last T of the S positions.
 
-    With S = T (the default) this is the lower triangle. With S > T keys (a KV cache holding S - T
-    earlier positions) query i sits at position S - T + i, so ``mask[i, j] = j <= S - T + i``
-    (the "lower-right" alignment; torch's ``is_causal=True`` uses the upper-left one when T != S).
+    With S > T (a KV cache) ``mask[i, j] = j <= S - T + i``: aligned "lower-right", whereas torch's
+    ``is_causal=True`` aligns upper-left when T != S.
     """
     S = T if S is None else S
     if S < T:
@@ -83,15 +54,10 @@ def causal_mask(T: int, S: int | None = None, device: torch.device | str | None 
 
 
 def padding_mask(x: torch.Tensor, pad_id: int | None = None, max_len: int | None = None) -> torch.Tensor:
-    """Boolean key mask of shape (B, 1, 1, S), True = a real token (attend), False = padding.
-
-    Two ways to call it:
+    """Boolean key mask (B, 1, 1, S), True = a real token (attend), False = padding.
 
     * ``padding_mask(tokens, pad_id=0)``: tokens (B, S) int, padding wherever ``tokens == pad_id``;
     * ``padding_mask(lengths, max_len=S)``: lengths (B,) int, the first ``lengths[b]`` positions are real.
-
-    The shape broadcasts against attention scores (B, H, T, S): the same keys are hidden from every
-    head and every query.
     """
     if x.dim() == 2:
         if pad_id is None:
@@ -110,12 +76,12 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                                  mask: torch.Tensor | None = None, causal: bool = False,
                                  dropout_p: float = 0.0, return_weights: bool = False,
                                  generator: torch.Generator | None = None):
-    """softmax(q k^T / sqrt(d) + mask) v, written out: q (..., T, d), k (..., S, d), v (..., S, d_v) -> (..., T, d_v).
+    """softmax(q k^T / sqrt(d) + mask) v: q (..., T, d), k (..., S, d), v (..., S, d_v) -> (..., T, d_v).
 
-    ``mask``: boolean (True = attend) or float (added to the scores), broadcastable to (..., T, S).
-    ``causal=True`` also hides future keys (``causal_mask(T, S)``; the same as torch's
-    ``is_causal=True`` when T == S). ``dropout_p`` drops attention weights (training only).
-    With ``return_weights=True`` returns ``(out, weights)``, weights (..., T, S), for plotting.
+    ``mask``: boolean (True = attend) or float (added), broadcastable to (..., T, S). ``causal=True`` also
+    applies ``causal_mask(T, S)``. ``dropout_p`` drops attention weights, with random numbers from
+    ``generator``; the caller passes 0 in eval mode. ``return_weights=True`` returns ``(out, weights)``,
+    weights (..., T, S).
     """
     if q.size(-1) != k.size(-1) or k.size(-2) != v.size(-2):
         raise ValueError(f"Attention expects q (..., T, d), k (..., S, d), v (..., S, d_v); "
@@ -143,12 +109,9 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 def sinusoidal_positions(T: int, d: int, base: float = 10000.0, dtype: torch.dtype = torch.float32,
                          device: torch.device | str | None = None) -> torch.Tensor:
-    """Fixed sinusoidal position encodings (T, d), added to token embeddings (used by course_lib.seq2seq).
+    """Fixed sinusoidal position encodings (T, d), added to token embeddings; computed in float64, then cast.
 
     PE[pos, 2i] = sin(pos / base^(2i / d)),   PE[pos, 2i + 1] = cos(pos / base^(2i / d))
-
-    Each pair of dimensions is a clock with its own frequency, from one turn per 2 pi positions
-    (i = 0) down to one turn per 2 pi * base positions; PE[pos + k] is a fixed rotation of PE[pos].
     """
     pos = torch.arange(T, dtype=torch.float64, device=device)[:, None]  # (T, 1)
     inv_freq = base ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)  # (ceil(d/2),)
@@ -162,8 +125,8 @@ def sinusoidal_positions(T: int, d: int, base: float = 10000.0, dtype: torch.dty
 def rotary_tables(positions: torch.Tensor, dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotary angles, each (T, dim), for integer ``positions`` (T,), in float64.
 
-    Dimension i and i + dim/2 form a pair rotated by the angle pos * theta_i with
-    theta_i = base^(-2i / dim), i = 0 .. dim/2 - 1 (the "rotate half" layout of GPT-NeoX and LLaMA).
+    Dimensions i and i + dim/2 share the angle pos * base^(-2i / dim) ("rotate half" layout of GPT-NeoX
+    and LLaMA).
     """
     if dim % 2:
         raise ValueError(f"Rotary embeddings rotate pairs of dimensions: the head size must be even, got {dim}.")
@@ -174,21 +137,14 @@ def rotary_tables(positions: torch.Tensor, dim: int, base: float = 10000.0) -> t
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x_i, x_{i+dim/2}) by its angle: x (..., T, dim), cos / sin (T, dim) -> (..., T, dim).
-
-    [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin], a 2-D rotation per pair, so norms are unchanged.
-    """
+    """Rotate each pair (x_i, x_{i+dim/2}) by its angle: x (..., T, dim), cos, sin (T, dim) -> x's shape."""
     x1, x2 = x.chunk(2, dim=-1)  # (..., T, dim/2) each
     rotated_half = torch.cat([-x2, x1], dim=-1)  # (..., T, dim)
     return x * cos.to(x.dtype) + rotated_half * sin.to(x.dtype)
 
 
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding (RoPE) of queries or keys: x (..., T, dim), positions (T,) -> (..., T, dim).
-
-    Applied to q and k (never to v) inside attention. Because R(m)^T R(n) = R(n - m), the score
-    apply_rotary(q, m) . apply_rotary(k, n) depends on m - n only: attention sees relative positions.
-    """
+    """Rotary position embedding (RoPE) of queries or keys (never values): x (..., T, dim), positions (T,)."""
     if positions.dim() != 1 or positions.numel() != x.size(-2):
         raise ValueError(f"apply_rotary expects positions (T,) with T = x.size(-2) = {x.size(-2)}, "
                          f"got shape {tuple(positions.shape)}.")
@@ -218,12 +174,10 @@ class Rotary(nn.Module):
 # ---------------------------------------------------------------------------------------
 
 class KVCache:
-    """The keys and values one attention layer has computed so far, for incremental decoding.
+    """Keys and values (B, H, t, d_head) one attention layer has computed so far, for incremental decoding.
 
-    Self-attention: each call appends the new positions' keys and values, (B, H, t, d_head), so a
-    new token attends to everything before it without recomputing it. Cross-attention: the keys
-    and values of the encoder output are computed on the first call and reused afterwards.
-    ``reorder(index)`` keeps batch rows ``index`` (beam search reorders its beams every step).
+    Self-attention appends the new positions on each call; cross-attention stores the encoder's keys and
+    values on the first call and reuses them. ``reorder(index)`` keeps batch rows ``index`` (beam search).
     """
 
     def __init__(self) -> None:
@@ -247,16 +201,15 @@ class KVCache:
 class MultiHeadAttention(nn.Module):
     """Multi-head self- or cross-attention: (B, T, d_model) -> (B, T, d_model).
 
-    * Self-attention (``cross=False``): q, k, v all come from x. ``fused=True`` computes them with
-      one ``Linear(d_model, 3 d_model)`` (``qkv``, the GPT-2 layout: q, k, v side by side);
-      ``fused=False`` uses ``q_proj``, ``k_proj``, ``v_proj``.
-    * Cross-attention (``cross=True``): q from x, k and v from ``context`` (B, S, d_context), e.g.
-      the encoder output; always separate projections.
-    * ``rotary``: a ``Rotary`` applied to q and k of self-attention (positions continue after the
-      cache's length).
-    * ``forward(..., cache=KVCache())`` for incremental decoding, ``return_weights=True`` for the
-      attention weights (B, H, T, S) (then the explicit reference attention runs instead of torch's
-      fused kernel).
+    * Self-attention (``cross=False``): q, k, v from x; ``fused=True`` uses one ``qkv`` Linear(d_model,
+      3 d_model), q, k, v side by side (the GPT-2 layout); ``fused=False`` ``q_proj``, ``k_proj``, ``v_proj``.
+    * Cross-attention (``cross=True``): q from x, k and v from ``context`` (B, S, d_context), separate
+      projections.
+    * ``rotary``: applied to q and k of self-attention; positions continue after the cache's length.
+    * ``forward(..., cache=KVCache())`` decodes incrementally; ``return_weights=True`` also returns the
+      weights (B, H, T, S) and runs the reference attention instead of torch's fused kernel.
+
+    Dropout applies in training mode only.
     """
 
     def __init__(self, d_model: int, n_head: int, *, cross: bool = False, d_context: int | None = None,

@@ -1,16 +1,8 @@
 """Autoencoders for 28x28 images: an MLP encoder/decoder, corruptions for denoising, and PSNR.
 
-An autoencoder squeezes an image x through a small code z and tries to rebuild it:
-
-    z = encoder(x)                      # (B, latent_dim)
-    x_hat = sigmoid(decoder(z))         # (B, 1, 28, 28), each pixel in (0, 1)
-
-The decoder returns *logits* (``decode_logits``); ``decode`` and ``forward`` apply the sigmoid,
-so what you look at is always an image in [0, 1]. Training minimises the binary cross-entropy
-between x_hat and the target, i.e. the negative log-likelihood of the pixels under independent
-Bernoulli distributions with means x_hat. It is computed from the logits with
-``F.binary_cross_entropy_with_logits``, which is exact where ``log(sigmoid(.))`` would underflow.
-Never feed the output of ``forward`` (already a probability) to that loss: see notebook 02.
+Images are in [0, 1]. The decoder returns pixel *logits* (``decode_logits``); ``decode`` and ``forward``
+apply the sigmoid and return images in [0, 1]. The loss is the binary cross-entropy (the Bernoulli
+negative log-likelihood), computed from the logits, in nats per image; notebook 02 explains why.
 
 Usage::
 
@@ -97,10 +89,7 @@ class Autoencoder(nn.Module):
 
 
 def bce_nats(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Bernoulli negative log-likelihood, summed over pixels, averaged over images (nats per image).
-
-    -log p(x | logits) = sum_pixels [ -x log sigmoid(l) - (1 - x) log(1 - sigmoid(l)) ]
-    """
+    """Bernoulli NLL (BCE from logits), summed over pixels and averaged over images: nats per image."""
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / target.shape[0]
 
 
@@ -153,10 +142,8 @@ def mask_pixels(x: torch.Tensor, p: float, generator: torch.Generator | None = N
 def psnr(x_hat: torch.Tensor, x: torch.Tensor, max_val: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """Peak signal-to-noise ratio in dB, computed per image: 10 log10(max_val^2 / MSE).
 
-    ``reduction="mean"`` averages the per-image values (the usual convention for image
-    restoration); ``"none"`` returns one value per image, shape (B,). The MSE is floored at
-    ``1e-10 * max_val^2``, so an image identical to its reference scores 100 dB rather than inf
-    (which would make the mean inf).
+    ``reduction="mean"`` averages the per-image values; ``"none"`` returns them, shape (B,). The MSE is
+    floored at ``1e-10 * max_val^2``, so an image identical to its reference scores 100 dB, not inf.
     """
     if x_hat.shape != x.shape:
         raise ValueError(f"psnr: shapes differ: {tuple(x_hat.shape)} vs {tuple(x.shape)}.")

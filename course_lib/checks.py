@@ -1,8 +1,7 @@
 """The course's image format, and the input checks that its modules share.
 
-Each check returns its input (as a tensor) or raises a ValueError that says what was expected,
-what came and, where it helps, how to fix it. Checks that read values (an image range, a label
-range) wait for a GPU, so a loop runs them once, before it starts; shape checks cost nothing.
+Each check returns its input (as a tensor) or raises a ValueError: what was expected, what came, any fix.
+Value checks (image or label range) wait for a GPU: run them once, before a loop; shape checks are free.
 """
 from __future__ import annotations
 

@@ -1,36 +1,20 @@
-"""CycleGAN for 28x28 images: unpaired translation between two domains A and B (notebook 06).
-
-Two generators and two discriminators are trained together (Zhu et al., 2017)::
+"""CycleGAN for 28x28 images: unpaired translation between domains A and B (Zhu et al., 2017; notebook 06).
 
     G_ab: A -> B,  G_ba: B -> A            ResNet-style generators, images in [0, 1] -> [0, 1]
     D_a, D_b                               PatchGAN discriminators: one logit per image patch
 
-With unpaired samples a ~ A and b ~ B, the generators minimise
+The generators minimise least-squares adversarial terms (Mao et al., 2017; ``course_lib.gan``), plus
+``lambda_cycle`` times the L1 cycle terms and ``lambda_identity`` times the L1 identity terms
+(``generator_losses``). Each discriminator minimises the least-squares loss on real images of its domain
+against detached translations into it (``discriminator_losses``).
 
-    L_G = L_gan(D_b(G_ab(a)))  +  L_gan(D_a(G_ba(b)))                   adversarial (least squares)
-        + lambda_cycle    * ( |G_ba(G_ab(a)) - a|_1 + |G_ab(G_ba(b)) - b|_1 )   cycle consistency
-        + lambda_identity * ( |G_ab(b) - b|_1       + |G_ba(a) - a|_1 )         identity
+Weights: our adversarial term carries a factor 1/2, so ``lambda_cycle=5`` is the paper's 10 (the whole
+objective halved, which Adam does not notice). The identity term is off by default (``lambda_identity=0``).
+When B is A inverted it rewards the do-nothing map; with the paper's weight (2.5 here) short CPU runs on
+notebook 06's domains (250 to 500 steps of batch 32) preserved under 40% of the labels, over 95% without.
 
-with L_gan(s) = mean (s - 1)^2 / 2 over every patch logit, and each discriminator minimises the
-least-squares GAN loss (Mao et al., 2017), ``((D(real) - 1)^2 + D(fake)^2) / 2``, on real images of
-its own domain against (detached) translations into that domain; both come from ``course_lib.gan``.
-The adversarial terms alone only ask that G_ab(a) *looks like* some image of B; any mapping into
-B's distribution satisfies them. The cycle terms ask that the translation keeps enough of ``a`` to
-rebuild it. |.|_1 is the mean absolute error per pixel.
-
-Weights: the paper's generator loss is ``(D - 1)^2 + 10 * cycle + 5 * identity``; ours has the
-factor 1/2 on the adversarial term, so ``lambda_cycle=5`` is the paper's objective divided by 2,
-which Adam does not notice. The identity term is off by default (``lambda_identity=0``): it keeps
-colours when both domains share a palette, but when B is A *inverted* it rewards the do-nothing map
-(which scores 0 on both cycle and identity terms), and with the paper's weight
-(``lambda_identity=2.5`` here) training stalls near it: in short CPU runs on notebook 06's domains
-(250 to 500 steps of batch 32) label preservation stayed below 40% with it and above 95% without.
-
-The data of notebook 06 is built so that translations can be scored against a ground truth the
-model never sees: domain A is MNIST digits, domain B is ``restyle(x) = 1 - dilate(x)`` (thickened
-with a 3x3 max filter, then inverted) of *other* digits. For a test digit x the right A -> B answer
-is restyle(x) and the right B -> A answer for restyle(x) is x (dilation loses information, so B -> A
-has no exact formula and must be learned).
+Notebook 06's domains hide a ground truth: A is MNIST digits, B is ``restyle(x) = 1 - dilate(x)`` of
+*other* digits, so a translation is scored against restyle(x) or x (``translation_scores``).
 
 Usage::
 
@@ -39,8 +23,8 @@ Usage::
     history = train_cyclegan(model, domains.a, domains.b, steps=2_000, device=device)
     scores = evaluate_translation(model, test.x, test.y)                # label accuracy, pixel errors
 
-``generator_step`` and ``discriminator_step`` are one training step each, written to be read
-line by line; ``train_cyclegan`` alternates them in the course's training loop (``train.train_loop``).
+``generator_step`` and ``discriminator_step`` are one training step each, written to be read line by line;
+``train_cyclegan`` alternates them in ``course_lib.train.train_loop``.
 """
 from __future__ import annotations
 
@@ -64,8 +48,8 @@ class CycleGANConfig:
     g_width: int = 16  # generator channels at 28x28 (twice as many at 14x14)
     n_res_blocks: int = 2  # residual blocks at 14x14
     d_width: int = 16  # discriminator channels after its first layer
-    lambda_cycle: float = 5.0  # weight of the cycle loss (the paper's 10, as our adversarial term carries a 1/2)
-    lambda_identity: float = 0.0  # weight of the identity loss (paper: 0.5 * lambda_cycle; harmful across palettes)
+    lambda_cycle: float = 5.0  # weight of the cycle loss (the paper's 10, halved like our GAN term)
+    lambda_identity: float = 0.0  # identity loss weight (paper: 0.5 * lambda_cycle; harmful across palettes)
     lr: float = 2e-4  # Adam learning rate of all four networks
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas, as in the DCGAN and CycleGAN papers
 
@@ -140,12 +124,9 @@ class ResidualBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """Image to image, 28x28 -> 14x14 -> residual blocks -> 28x28, output in (0, 1) via a sigmoid.
+    """The CycleGAN generator (Johnson et al., 2016) scaled down: 28x28 -> 14x14 -> residual blocks -> 28x28.
 
-    The CycleGAN generator (Johnson et al., 2016) scaled down for 28x28: a 7x7 stem, one stride-2
-    downsampling, ``n_res_blocks`` residual blocks, one transposed-convolution upsampling and a 3x3
-    output layer (the paper's is 7x7; on a CPU it would cost a fifth of the step). Instance
-    normalisation as in the paper.
+    The output layer is 3x3, not the paper's 7x7 (on a CPU that would cost a fifth of the step).
     """
 
     def __init__(self, config: CycleGANConfig | None = None):
@@ -162,7 +143,7 @@ class ResnetGenerator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, 28, 28) in [0, 1] -> translated images (B, C, 28, 28) in (0, 1)."""
+        """Images (B, C, 28, 28) in [0, 1] -> translations (B, C, 28, 28) in (0, 1) (a sigmoid)."""
         check_images(x, "ResnetGenerator", self.config.channels)
         return torch.sigmoid(self.net(x))  # (B, C, 28, 28)
 
@@ -171,8 +152,7 @@ class PatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al., 2017): a 7x7 grid of real/fake logits, one per window of the image.
 
     Logit (i, j) sees the input pixels 4i-11 .. 4i+14 (rows) and 4j-11 .. 4j+14 (columns), a 26x26
-    window cut at the border. Judging windows rather than whole images asks every region to look
-    right. The output is logits; the loss (least squares here) is averaged over every window.
+    window cut at the border. The loss is averaged over every window.
     """
 
     def __init__(self, config: CycleGANConfig | None = None):
@@ -193,8 +173,7 @@ class PatchDiscriminator(nn.Module):
 
 
 class CycleGAN(nn.Module):
-    """The four networks in one module (one ``state_dict`` to save);
-    ``generators()``/``discriminators()`` for optimizers."""
+    """The four networks in one module (one ``state_dict``); ``optimizers()`` gives their two Adams."""
 
     def __init__(self, config: CycleGANConfig | None = None):
         super().__init__()
@@ -241,13 +220,11 @@ def set_requires_grad(modules: list[nn.Module], flag: bool) -> None:
 
 def generator_losses(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Tensor, *,
                      lambda_cycle: float | None = None, lambda_identity: float | None = None):
-    """The generators' objective on one batch of each domain.
+    """The generators' objective on one batch of each domain: ``(total, terms, (fake_a, fake_b))``.
 
-    Returns ``(total, terms, fakes)``: the scalar loss to minimise, a dict of its parts as detached
-    0-d tensors (``gan_ab``, ``gan_ba``, ``cycle_a``, ``cycle_b``, ``idt_a``, ``idt_b``; ``float(t)`` reads
-    one, which waits for the GPU, so the training loop reads them only when it logs) and the translations
-    ``(fake_a, fake_b)`` for the discriminator step. ``lambda_*`` default to the model's config;
-    pass 0 to switch a term off (it is then not computed).
+    ``terms``: the parts as detached 0-d tensors (``gan_ab``, ``gan_ba``, ``cycle_a``, ``cycle_b``, ``idt_a``,
+    ``idt_b``); ``float(t)`` waits for the GPU, so the training loop reads them only when it logs.
+    ``lambda_*`` default to the model's config; 0 switches a term off (it is then not computed).
     """
     cfg = model.config
     lambda_cycle = cfg.lambda_cycle if lambda_cycle is None else lambda_cycle
@@ -276,10 +253,9 @@ def generator_losses(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Tensor
 
 def discriminator_losses(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Tensor,
                          fake_a: torch.Tensor, fake_b: torch.Tensor):
-    """Least-squares loss of D_a (real a vs fake_a) and D_b (real b vs fake_b); fakes are detached here.
+    """Least-squares losses of D_a (real a vs fake_a) and D_b (real b vs fake_b); the fakes are detached here.
 
-    Returns ``(total, terms)`` with ``terms = {"d_a": ..., "d_b": ...}`` as detached 0-d tensors, where
-    ``d_a = ((D_a(a) - 1)^2 + D_a(fake_a)^2) / 2`` averaged over patches and images.
+    Returns ``(total, {"d_a": ..., "d_b": ...})``, the terms as detached 0-d tensors.
     """
     d_a = discriminator_loss(model.d_a(real_a), model.d_a(fake_a.detach()), "least_squares")  # real a -> 1, fake -> 0
     d_b = discriminator_loss(model.d_b(real_b), model.d_b(fake_b.detach()), "least_squares")  # real b -> 1, fake -> 0
@@ -288,7 +264,7 @@ def discriminator_losses(model: CycleGAN, real_a: torch.Tensor, real_b: torch.Te
 
 def generator_step(model: CycleGAN, opt_g: torch.optim.Optimizer, real_a: torch.Tensor, real_b: torch.Tensor,
                    policy: Precision | None = None, scaler: torch.amp.GradScaler | None = None, **weights: float):
-    """One optimizer step of both generators; the discriminators are frozen meanwhile. Returns (terms, fakes).
+    """One optimizer step of both generators, the discriminators frozen meanwhile. Returns (terms, fakes).
 
     ``policy`` (default fp32) and ``scaler`` (default ``policy.grad_scaler()``) set the mixed precision;
     ``train_cyclegan`` passes one scaler per optimizer for the whole run.
@@ -307,8 +283,7 @@ def generator_step(model: CycleGAN, opt_g: torch.optim.Optimizer, real_a: torch.
 def discriminator_step(model: CycleGAN, opt_d: torch.optim.Optimizer, real_a: torch.Tensor, real_b: torch.Tensor,
                        fake_a: torch.Tensor, fake_b: torch.Tensor, policy: Precision | None = None,
                        scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
-    """One optimizer step of both discriminators on detached fakes (the generators get no gradient);
-    ``policy`` and ``scaler`` as for :func:`generator_step`."""
+    """One step of both discriminators on detached fakes; ``policy``, ``scaler`` as for ``generator_step``."""
     policy = policy if policy is not None else precision_policy(real_a.device, enabled=False)
     scaler = scaler if scaler is not None else policy.grad_scaler()
     with policy.autocast():
@@ -333,11 +308,10 @@ def train_cyclegan(model: CycleGAN, a: torch.Tensor, b: torch.Tensor, *, steps: 
                    **loop: Any) -> History:
     """Alternate ``generator_step`` and ``discriminator_step`` for ``steps`` steps on random batches.
 
-    ``a`` and ``b`` are the two (unpaired) training sets on the CPU; ``lambda_cycle`` / ``lambda_identity``
-    override the config's weights (e.g. ``lambda_cycle=0`` for the ablation). Returns a
-    :class:`~course_lib.train.History` of every loss term (``g_total``, ``d_a``, ``d_b``, ``gan_ab``, ``cycle_a``, ...).
-    ``amp``: mixed precision as ``course_lib.precision`` chooses (None), off (False) or also on a CPU (True).
-    The other keywords go to ``course_lib.train.train_loop`` (``history``, ``log_every``, ``progress``, ``desc``).
+    ``a``, ``b``: the two unpaired training sets, on the CPU. ``lambda_cycle`` / ``lambda_identity`` override
+    the config (e.g. ``lambda_cycle=0`` for the ablation). ``amp``: mixed precision as ``precision_policy``
+    chooses (None), off (False) or also on a CPU (True). Other keywords (``history``, ``log_every``,
+    ``progress``, ``desc``) go to ``train.train_loop``. Returns a ``History`` of every loss term.
     """
     check_images(a, "train_cyclegan (a)", model.config.channels)
     check_images(b, "train_cyclegan (b)", model.config.channels)

@@ -41,10 +41,9 @@ def describe_device(device: torch.device | None = None) -> str:
 def seed_everything(seed: int = 0, deterministic: bool = False) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); return a seeded CPU generator.
 
-    ``deterministic=True`` also asks torch for deterministic kernels (slower; used by
-    tests so that reruns agree bit for bit on the same machine). On CUDA some operations have no
-    deterministic kernel (e.g. the backward pass of nearest-neighbour upsampling); torch then warns
-    instead of raising, and such a run may differ in the last bits from the one before.
+    ``deterministic=True`` also asks torch for deterministic kernels (slower; the tests use it so that
+    reruns agree bit for bit on one machine). On CUDA torch only warns for an operation without one (e.g.
+    nearest-neighbour upsampling's backward), and such a run may differ in the last bits.
     """
     random.seed(seed)
     np.random.seed(seed)

@@ -1,63 +1,32 @@
 """Denoising diffusion: noise schedules, the forward process, the training loss, DDPM and DDIM sampling.
 
-Timestep convention: steps are 0-based, ``t`` in [0, T). Index t stands for step t + 1 of Ho et
-al. (2020), whose steps run 1..T: ``alpha_bars[0]`` is the first noise level, ``alpha_bars[T-1]``
-the last (nearly pure noise), and "x_0" always means the clean data. This is diffusers' convention.
+The forward process, the posterior, the schedules and the simple loss of DDPM (Ho et al., 2020) are
+derived in notebook 07; DDIM (Song et al., 2021) and classifier-free guidance (Ho & Salimans, 2021)
+in notebook 08. The cosine schedule is Nichol & Dhariwal's (2021).
 
-Forward process (fixed; it adds noise)::
+Timestep convention: steps are 0-based, ``t`` in [0, T). Index t stands for step t + 1 of Ho et al.
+(steps 1..T): ``alpha_bars[0]`` is the first noise level, ``alpha_bars[T-1]`` the last (nearly pure
+noise), and "x_0" always means the clean data. This is diffusers' convention.
 
-    q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I),       alpha_t = 1 - beta_t
-    q(x_t | x_0)     = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I),   alpha_bar_t = prod_{s<=t} alpha_s
+Guidance scale w: eps = eps_uncond + w (eps_cond - eps_uncond); w = 1 is plain conditional sampling,
+w = 0 unconditional. (Ho & Salimans write (1 + w') eps_cond - w' eps_uncond, i.e. w = 1 + w'.)
 
-so x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps with eps ~ N(0, I) in one step
-(``q_sample``). The signal-to-noise ratio SNR(t) = alpha_bar_t / (1 - alpha_bar_t) falls from
-large to ~0; a schedule is a choice of how it falls: "linear" betas (Ho et al.) or the "cosine"
-alpha_bar of Nichol & Dhariwal (2021), which destroys information more evenly.
+Samplers: ``ddpm_sample`` and ``ddim_sample`` share the keywords that are the fields of
+``SamplerSettings``. They run under ``torch.no_grad`` with the model in eval mode (its mode is restored
+afterwards), on the model's device, with a tqdm bar (``progress=False`` turns it off). ``clip_x0=True``
+clamps x0_hat to [-1, 1], as Ho et al. and diffusers (``clip_sample``) do for data scaled to [-1, 1];
+it matters most for the cosine schedule (see ``NoiseSchedule.cosine``).
 
-Posterior (the reverse step when x_0 is known; ``posterior_mean_variance``)::
-
-    q(x_{t-1} | x_t, x_0) = N(c0 x_0 + ct x_t, beta_tilde_t I)
-    c0 = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t),  ct = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
-    beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)          (alpha_bar_{-1} = 1)
-
-Training (``diffusion_loss``): a network eps_theta(x_t, t, label) predicts the noise; the loss is
-E_{x_0, t ~ U[0, T), eps} ||eps - eps_theta(x_t, t, label)||^2 (Ho et al.'s "simple" loss).
-
-Sampling replaces the unknown x_0 by its prediction x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) /
-sqrt(alpha_bar_t) (``predict_x0_from_eps``):
-
-- ``ddpm_sample``: ancestral sampling, x_{t-1} ~ N(c0 x0_hat + ct x_t, sigma_t^2 I) for all T steps,
-  with sigma_t^2 = beta_tilde_t (``variance="posterior"``, diffusers' "fixed_small") or beta_t
-  (``variance="beta"``, "fixed_large"). Ho et al. found both work about equally well; beta_tilde is
-  exact when the data is a single point, beta when the data is N(0, I). No noise on the last step.
-- ``ddim_sample`` (Song et al., 2021): a few steps t -> t' < t on a sub-sequence of the T steps,
-  x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps_hat + sigma z with
-  sigma = eta sqrt(beta_tilde(t -> t')). eta = 0 is deterministic; eta = 1 over all T steps is DDPM
-  with the posterior variance.
-
-Both samplers take ``clip_x0=True`` to clamp x0_hat to [-1, 1] before it is used, as Ho et al. and
-diffusers (``clip_sample``) do for images scaled to [-1, 1]; it matters most for the cosine
-schedule (see ``NoiseSchedule.cosine``). DDIM then re-derives eps from the clamped x0_hat, so both
-terms of its update agree (see ``ddim_step``). Samplers run under ``torch.no_grad`` with the model in eval
-mode (its mode is restored afterwards), on the model's device, and show a tqdm bar (``progress=False``
-turns it off). With a ``generator`` the starting noise x_{T-1} is drawn on the generator's device, so a
+Random numbers: with a ``generator`` the starting noise x_{T-1} is drawn on the generator's device, so a
 CPU generator starts every device from the same x_{T-1} (DDIM with eta = 0, which draws nothing else, then
 gives the same samples anywhere). The noise of the steps is drawn on the model's device, from the
-generator if it lives there, else from a generator on that device seeded once from it: no noise is
-copied between devices in the loop. On a GPU a step draws noise only when it uses it (not DDIM with
-eta = 0, not the last step); on a CPU every step draws, so a seed keeps giving the samples it always
-gave, also when one generator is passed to batch after batch.
-The keywords both samplers share (labels, guidance_scale, clip_x0, generator, device, progress,
-return_trajectory, every) are the fields of ``SamplerSettings``; each sampler adds its own few.
-
-Classifier-free guidance (Ho & Salimans, 2021; ``guided_eps``): train with labels replaced by a null
-label with probability ``p_uncond``, then sample with eps = eps_uncond + w (eps_cond - eps_uncond).
-w = 1 is plain conditional sampling, w = 0 unconditional, w > 1 sharper and less diverse samples.
-(Ho & Salimans write (1 + w') eps_cond - w' eps_uncond, i.e. w = 1 + w'.)
+generator if it lives there, else from a generator on that device seeded once from it. On a GPU a step
+draws noise only when it uses it (not DDIM with eta = 0, not the last step); on a CPU every step draws,
+so a seed keeps giving the samples it always gave, also when one generator is passed to batch after batch.
 
 Usage::
 
-    schedule = NoiseSchedule.linear(T=1000)        # or NoiseSchedule.cosine(1000), NoiseSchedule.make(name, T)
+    schedule = NoiseSchedule.linear(T=1000)        # or NoiseSchedule.cosine(1000), NoiseSchedule.make(name)
     loss = diffusion_loss(model, schedule, x0, labels, p_uncond=0.1)            # x0 in [-1, 1]
     x = ddpm_sample(model, schedule, (64, 1, 28, 28), labels=y, guidance_scale=2.0, clip_x0=True)
     x = ddim_sample(model, schedule, (64, 1, 28, 28), steps=50, eta=0.0, clip_x0=True)
@@ -98,11 +67,8 @@ class NoiseSchedule:
 
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
-        """Ho et al.'s betas, evenly spaced from 1e-4 to 0.02 for T = 1000; scaled by 1000 / T for other T.
-
-        The scaling (Nichol & Dhariwal's rule) keeps alpha_bar_{T-1} close to 0 for any T; for T < 50
-        the largest betas would reach 1, so they are clipped at 0.999 as in the cosine schedule.
-        """
+        """Ho et al.'s betas, evenly spaced from 1e-4 to 0.02 for T = 1000, scaled by 1000 / T for other T
+        (Nichol & Dhariwal's rule: alpha_bar_{T-1} stays near 0). Clipped at 0.999, which bites for T < 50."""
         scale = 1000 / T
         betas = torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)  # (T,)
         return cls(betas.clamp(max=0.999), "linear")
@@ -111,13 +77,11 @@ class NoiseSchedule:
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
         """Nichol & Dhariwal: alpha_bar(u) = f(u) / f(0), f(u) = cos((u + s) / (1 + s) * pi / 2)^2, u = step / T.
 
-        beta_t = min(1 - alpha_bar((t+1)/T) / alpha_bar(t/T), max_beta); the clip stops beta from
-        reaching 1 at the very end, where f -> 0. Hence alpha_bars[t] = f((t+1)/T) / f(0) except at
-        the last step, where the clip bites and leaves alpha_bar_{T-1} ~ 2e-9 (T = 1000).
+        beta_t = min(1 - alpha_bar((t+1)/T) / alpha_bar(t/T), max_beta), so alpha_bars[t] = f((t+1)/T) / f(0)
+        except at the last step, where the clip bites and leaves alpha_bar_{T-1} ~ 2e-9 (T = 1000).
 
-        Caution: at t = T - 1, x0_hat = (x_t - sqrt(1 - alpha_bar) eps_hat) / sqrt(alpha_bar) multiplies
-        any error in eps_hat by ~2e4, and the first DDIM step from T - 1 carries ~600 times that error
-        into x_t'. Sample with ``clip_x0=True`` (data in [-1, 1]) when you use this schedule.
+        Caution: at t = T - 1, x0_hat multiplies any error in eps_hat by ~2e4, and the first DDIM step from
+        T - 1 carries ~600 times that error into x_t'. Sample with ``clip_x0=True`` (data in [-1, 1]).
         """
         u = torch.arange(T + 1, dtype=torch.float64) / T  # (T+1,)  0, 1/T, ..., 1
         f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # (T+1,)
@@ -179,9 +143,7 @@ class NoiseSchedule:
         self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (B, ...) and variance (B, 1, 1, ...; a float for an int t) of q(x_{t-1} | x_t, x_0).
-
-        At t = 0 the "previous" sample is the data itself: mean x_0, variance 0.
-        """
+        At t = 0 the "previous" sample is the data itself: mean x_0, variance 0."""
         beta = self._at(self.betas, t, x_t)
         alpha = self._at(self.alphas, t, x_t)
         ab = self._at(self.alpha_bars, t, x_t)
@@ -201,8 +163,7 @@ def _randn(shape, generator: torch.Generator | None, device, dtype=torch.float32
 
 
 def _draws_every_step(device: torch.device) -> bool:
-    """On a CPU every sampler step draws its noise, used or not, so a seed keeps giving the samples it always gave
-    (drawing costs little next to the model there); elsewhere a step draws only the noise it uses."""
+    """Whether every sampler step draws noise, used or not: on a CPU (see the module docstring)."""
     return device.type == "cpu"
 
 
@@ -235,12 +196,11 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     null_label: int | None = None,
 ) -> torch.Tensor:
-    """The simple loss: mean over the batch and pixels of (eps - eps_theta(x_t, t, label))^2.
+    """Ho et al.'s simple loss: mean over the batch and pixels of (eps - eps_theta(x_t, t, label))^2.
 
     t ~ Uniform{0, ..., T-1} and eps ~ N(0, I) are drawn per example; x_t = q_sample(x0, t, eps).
     With ``p_uncond`` > 0 each label is replaced by the null label (``model.null_label``, or
-    ``null_label``) with that probability (label dropout), so one network learns both the
-    conditional and the unconditional prediction that classifier-free guidance combines.
+    ``null_label``) with that probability: label dropout for classifier-free guidance.
     """
     B = x0.shape[0]
     t = torch.randint(0, schedule.T, (B,), generator=generator, device=generator.device if generator else "cpu")
@@ -266,8 +226,7 @@ def guided_eps(
 ) -> torch.Tensor:
     """eps_uncond + scale * (eps_cond - eps_uncond), both from ONE forward pass on a doubled batch.
 
-    ``labels=None`` -> the model's own prediction without labels. ``scale == 1`` needs only the
-    conditional prediction, so it skips the doubled batch.
+    ``labels=None``: the model's own prediction without labels. ``scale == 1`` skips the doubled batch.
     """
     if labels is None or scale == 1.0:
         return model(x, t, labels).to(x.dtype)
@@ -289,10 +248,9 @@ def ddpm_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One ancestral step x_t -> x_{t-1} given the predicted noise; returns (x_{t-1}, x0_hat).
 
-    x_{t-1} = mean + sigma_t noise, mean = the posterior mean with x0_hat in place of x_0,
-    sigma_t^2 = beta_tilde_t (``variance="posterior"``) or beta_t (``"beta"``); no noise at t = 0.
-    ``clip_x0`` clamps x0_hat to [-1, 1] first (for data scaled to [-1, 1]). ``noise`` is the N(0, I)
-    draw to use (a fresh one when None). ``ddim_step`` takes the same (schedule, eps, x_t, t) first.
+    x_{t-1} = the posterior mean with x0_hat in place of x_0, plus sigma_t noise; sigma_t^2 = beta_tilde_t
+    (``variance="posterior"``, diffusers' "fixed_small") or beta_t (``"beta"``, "fixed_large"); no noise at
+    t = 0. ``clip_x0`` clamps x0_hat to [-1, 1] first. ``noise``: the N(0, I) draw (a fresh one when None).
     """
     if variance not in ("posterior", "beta"):
         raise ValueError(f"variance must be 'posterior' (beta_tilde_t) or 'beta' (beta_t), got {variance!r}.")
@@ -311,9 +269,8 @@ def ddpm_step(
 def ddim_timesteps(T: int, steps: int) -> list[int]:
     """``steps`` evenly spaced steps from T - 1 down, ending at T / steps - 1 (diffusers' "trailing" spacing).
 
-    For T = 1000 and steps = 50: [999, 979, ..., 19]; with steps = T: [T-1, ..., 0]. The sampler
-    starts at the noisiest step T - 1, which is where the training noise levels end. (diffusers'
-    default "leading" spacing, [980, 960, ..., 0], can be passed to ``ddim_sample(timesteps=...)``.)
+    For T = 1000 and steps = 50: [999, 979, ..., 19]; with steps = T: [T-1, ..., 0]. (diffusers' default
+    "leading" spacing, [980, 960, ..., 0], can be passed to ``ddim_sample(timesteps=...)``.)
     """
     if not 1 <= steps <= T:
         raise ValueError(f"DDIM needs 1 <= steps <= T = {T}, got steps={steps}.")
@@ -346,11 +303,9 @@ def ddim_step(
     x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps + sigma noise, with sigma from
     ``ddim_sigma`` and ``noise`` as in ``ddpm_step``.
 
-    With ``clip_x0`` x0_hat is clamped to [-1, 1] and eps is re-derived from the clamped x0_hat
-    (eps = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t), as GLIDE does; diffusers'
-    ``use_clipped_model_output=True``), so that x_t' is again a point on the line from x0_hat through
-    x_t. Keeping the unclamped eps (diffusers' default) mixes two predictions that disagree, and the
-    error grows with the number of steps (notebook 08's pitfalls measure it).
+    With ``clip_x0`` x0_hat is clamped to [-1, 1] and eps is re-derived from it (as GLIDE does; diffusers'
+    ``use_clipped_model_output=True``), so the two terms of the update agree. Keeping the unclamped eps
+    (diffusers' default) gives an error that grows with the number of steps (notebook 08's pitfalls).
     """
     if not -1 <= t_prev < t:
         raise ValueError(f"ddim_step needs -1 <= t_prev < t, got t={t}, t_prev={t_prev}.")
@@ -458,13 +413,10 @@ def ddpm_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...]
                 known: torch.Tensor | None = None, mask: torch.Tensor | None = None, **settings):
     """Ancestral sampling over all T steps: x_{T-1} ~ N(0, I), then ``ddpm_step`` for t = T-1, ..., 0.
 
-    Returns samples of ``shape`` (B, C, H, W) on the model's device, or ``(samples, Trajectory)``
-    with frames every ``every`` steps when ``return_trajectory``. ``variance``: "posterior"
-    (beta_tilde_t) or "beta" (beta_t). ``settings``: the fields of ``SamplerSettings`` (labels,
-    guidance_scale, clip_x0, generator, device, progress, return_trajectory, every). Inpainting: with
-    ``known`` (B, C, H, W) data and ``mask`` (1 = known pixel), after every step the known pixels are
-    replaced by q_sample(known, t - 1) (by ``known`` itself at the end), so the model fills in the rest
-    consistently.
+    Returns samples of ``shape`` (B, C, H, W) on the model's device, or ``(samples, Trajectory)`` when
+    ``return_trajectory``. ``variance`` as in ``ddpm_step``; ``settings``: the fields of ``SamplerSettings``.
+    Inpainting: with ``known`` (B, C, H, W) data and ``mask`` (1 = known pixel), after every step the known
+    pixels are replaced by q_sample(known, t - 1) (by ``known`` itself at the end).
     """
     s = _settings("ddpm_sample", "variance, known, mask", settings)
     if (known is None) != (mask is None):

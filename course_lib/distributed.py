@@ -1,23 +1,10 @@
 """Data parallelism for the course GPT: one process per GPU (or CPU worker) under ``torchrun``,
 with DistributedDataParallel (DDP), gradient accumulation and mixed precision.
 
-The math. P processes ("ranks") each hold a full copy of the model. At every optimizer step, rank p
-computes the gradient of the mean loss on its own K micro-batches of B windows, and DDP averages the
-gradients of all ranks (an all-reduce, overlapped with the backward pass). The averaged gradient is
-
-    (1/P) sum_p (1/K) sum_k grad L(micro-batch p,k)  =  grad of the mean loss over P*K*B windows,
-
-exactly what one process would get from the global batch of P*K*B windows. All ranks start from the
-same weights (DDP copies rank 0's at construction) and apply the same averaged gradient, so the
-replicas stay identical without ever sending weights. Gradient accumulation (K > 1) trades time for
-memory on one device the same way: it adds K micro-batch gradients before one step; under DDP,
-``no_sync()`` skips the all-reduce for the first K - 1 of them.
-
-When is FSDP the right tool? DDP keeps the full model, its gradients and AdamW's two moments on
-every GPU: about 16 bytes per parameter in fp32 (plus activations). When that no longer fits
-(billions of parameters), Fully Sharded Data Parallel (``torch.distributed.fsdp``) splits all
-three across the ranks and gathers each layer's weights only while it computes. The course's models
-have a few million parameters, so DDP (or one GPU) is the right tool here.
+DDP (Li et al., 2020) averages the gradients of P ranks, each on K micro-batches of B windows: the
+gradient of one global batch of P*K*B windows, so replicas that start from the same
+weights stay identical. Why that holds, and
+when FSDP (Zhao et al., 2023) is needed instead, is derived in notebook 16.
 
 Usage::
 
@@ -25,9 +12,8 @@ Usage::
     torchrun --nproc_per_node=2 -m course_lib.distributed --steps 500   # two processes: DDP
     torchrun --nproc_per_node=4 -m course_lib.distributed --amp --out runs/gpt.pt
 
-Each rank draws different windows of Tiny Shakespeare: the micro-batch numbered
-g = rank * K + k of step s is a pure function of (seed, s, g), so P ranks with K micro-batches give
-the same global batch as one process with P*K micro-batches (a test checks the weights agree).
+Determinism: micro-batch g = rank * K + k of step s is a pure function of (seed, s, g), so P ranks
+with K micro-batches see the same global batch as one process with P*K (a test checks the weights agree).
 """
 from __future__ import annotations
 
@@ -92,9 +78,9 @@ def train(cfg: DDPConfig, data: torch.Tensor, vocab_size: int, replica_dir: str 
           out: str | Path | None = None) -> dict:
     """Train a GPT on ``data`` (N,) token ids, data-parallel over however many ranks are running.
 
-    Returns (on every rank) the logged global losses and the seconds taken. ``replica_dir``: every
-    rank saves its final weights there as ``rank{r}.pt`` (to check that the replicas agree);
-    ``out``: rank 0 saves a checkpoint (weights, config, losses).
+    Returns, on every rank, {"losses": [(step, global loss)], "seconds", "world_size"}. ``replica_dir``:
+    every rank saves its final weights there as ``rank{r}.pt``; ``out``: rank 0 saves a checkpoint.
+    With several ranks it destroys the process group before returning.
     """
     rank, world, device = init_process()
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP would copy rank 0's anyway)

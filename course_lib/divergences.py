@@ -1,15 +1,4 @@
-"""Divergences, Monte Carlo estimates and a kernel density estimate, for small checkable models.
-
-- ``gaussian_kl``: KL(N(mu_p, var_p) || N(mu_q, var_q)) in closed form, element by element
-      KL = 1/2 [ log(var_q / var_p) + (var_p + (mu_p - mu_q)^2) / var_q - 1 ]
-  (sum over the last dimension for diagonal Gaussians: ``gaussian_kl(...).sum(-1)``).
-- ``monte_carlo_kl``: KL(p || q) = E_{x~p}[log p(x) - log q(x)] estimated from samples of p,
-  with its standard error std / sqrt(n).
-- ``kde_log_prob``: log density of a Gaussian kernel density estimate
-      p_h(x) = 1/N sum_i N(x | x_i, h^2 I),
-  computed in log space (logsumexp) so that far-away points do not underflow.
-- ``bits_per_dim``: a negative log-likelihood in nats per example -> bits per dimension.
-"""
+"""KL divergences (closed form, Monte Carlo), kernel density estimates, bits per dimension (notebook 01)."""
 from __future__ import annotations
 
 import math
@@ -20,7 +9,10 @@ import torch
 
 
 def gaussian_kl(mu_p, var_p, mu_q, var_q) -> torch.Tensor:
-    """KL(N(mu_p, var_p) || N(mu_q, var_q)) in nats, element-wise with broadcasting (variances, not stds)."""
+    """KL(N(mu_p, var_p) || N(mu_q, var_q)) in nats, element-wise with broadcasting (variances, not stds).
+
+    For diagonal Gaussians sum over the last dimension: ``gaussian_kl(...).sum(-1)``.
+    """
     mu_p, var_p, mu_q, var_q = map(torch.as_tensor, (mu_p, var_p, mu_q, var_q))
     if (var_p <= 0).any() or (var_q <= 0).any():
         raise ValueError("gaussian_kl takes variances, which must be positive.")
@@ -58,9 +50,10 @@ def monte_carlo_kl(log_p: Callable[[torch.Tensor], torch.Tensor], log_q: Callabl
 
 
 def kde_log_prob(x: torch.Tensor, data: torch.Tensor, bandwidth: float, chunk: int = 2048) -> torch.Tensor:
-    """log p_h(x) for a Gaussian KDE with kernel N(0, h^2 I) on ``data``: (M, D), (N, D) -> (M,).
+    """log p_h(x) of a Gaussian KDE, p_h = 1/N sum_i N(data_i, h^2 I): (M, D), (N, D) -> (M,).
 
-    1D inputs shaped (M,) and (N,) are treated as D = 1. Evaluated ``chunk`` query points at a time.
+    1D inputs (M,), (N,) mean D = 1. Computed with logsumexp, ``chunk`` query points at a time, so
+    far-away points do not underflow.
     """
     if bandwidth <= 0:
         raise ValueError(f"bandwidth must be positive, got {bandwidth}.")

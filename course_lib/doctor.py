@@ -1,12 +1,8 @@
 """``python -m course_lib doctor``: is this machine ready for the course? Each problem comes with its fix.
 
-Checks, in order: the Python version; torch, torchvision, transformers and the other course
-packages against the ranges in the package metadata (pyproject.toml); that torchvision's compiled
-operators load beside this torch (a mismatched pair imports but fails at the first ``nms`` call);
-the device and what it means for the profiles; every dataset file under the data root (present,
-and with ``--verify`` also its sha256); the reference generators of ``course_lib/weights`` (present,
-sha256 checked); the offline copy of the pretrained encoder of notebooks 12-13; free disk space
-where the course writes.
+Checks the Python version, the course packages against the ranges of pyproject.toml, that torch and
+torchvision work together, the device, every data file under the data root, the reference generators of
+``course_lib/weights``, the offline copy of notebooks 12-13's encoder, and free disk space.
 
     python -m course_lib doctor            # quick: presence checks only
     python -m course_lib doctor --verify   # also hash every data file (about 160 MB to read)
@@ -87,7 +83,7 @@ def installed_version(name: str) -> str | None:
 
 
 def check_torchvision_ops() -> Check:
-    """torchvision built for another torch imports fine and then fails in its C++ operators."""
+    """torchvision built for another torch imports fine, then fails at its first C++ operator (``nms``)."""
     try:
         import torch
         import torchvision
@@ -108,8 +104,8 @@ GPU_KINDS = ("T4", "L4", "A100", "H100")  # the cards scripts/time_model.py esti
 def course_minutes(device_name: str, results: Path | None = None) -> str:
     """How long the whole course takes on this device, from the course's own records, or "" if unknown.
 
-    A GPU: the gpu profile's estimate for the card in ``device_name`` (``results/time_model.json``, written
-    by scripts/time_model.py; a card it does not list gets the T4's, the slowest). A CPU: the sum of the
+    A GPU: the gpu profile's estimate in ``results/time_model.json`` (scripts/time_model.py) for the card
+    in ``device_name``, or the T4's, the slowest, for a card it does not list. A CPU: the sum of the
     measured ``cpu`` records (2 cores).
     """
     import json

@@ -1,9 +1,8 @@
 """Auto-checks for the notebooks' exercises.
 
-An exercise cell defines a function whose stub returns ``None``; its check cell calls
-``check_exercise``. Until the learner fills it in, the check says so and moves on (so the
-notebook still runs top to bottom); once it returns something, the test must pass. Each
-exercise is followed by a hidden solution cell that runs the same check on the solution.
+An exercise's stub returns ``None``, and its check cell calls ``check_exercise``: until the learner
+fills it in, the check says so and the notebook still runs top to bottom. A hidden solution cell
+after each exercise runs the same check on the solution.
 """
 from __future__ import annotations
 
@@ -11,11 +10,8 @@ from collections.abc import Callable
 
 
 def check_exercise(name: str, answer: Callable, test: Callable[[Callable], None]) -> bool:
-    """Run ``test(answer)``. Return True when it passes, False when not attempted; raise when wrong.
-
-    ``test`` raises AssertionError with a helpful message when the answer is wrong. An answer
-    that returns None (the stub) counts as not attempted.
-    """
+    """Run ``test(answer)``: True when it passes, False when not attempted (``answer`` returned None);
+    when wrong, an AssertionError with the test's message."""
     def watched(*args, **kwargs):
         out = answer(*args, **kwargs)
         if out is None:
@@ -34,9 +30,8 @@ def check_exercise(name: str, answer: Callable, test: Callable[[Callable], None]
 
 
 def rejects(test: Callable[[Callable], None], wrong_answer: Callable) -> bool:
-    """True when ``test`` fails ``wrong_answer`` with an AssertionError: a check that cannot tell a
-    classic mistake from the right answer checks nothing. Solution cells use it to show (and the
-    tests to prove) that each check catches the mistakes the exercise is about."""
+    """True when ``test`` fails ``wrong_answer`` with an AssertionError. Solution cells use it to show
+    (and the tests to prove) that each check catches the classic mistakes the exercise is about."""
     try:
         test(wrong_answer)
     except AssertionError:

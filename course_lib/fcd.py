@@ -1,21 +1,16 @@
-"""Frechet classifier distance (FCD): a sample-quality score for 28x28 images.
+"""Frechet classifier distance (FCD): a sample-quality score for 28x28 images, derived in notebook 14.
 
-FID compares the statistics of Inception-v3 features of real and generated images. Inception
-expects 299x299 colour photographs, so for MNIST and Fashion-MNIST the course uses the same
-idea with a small classifier trained on the dataset itself: pass both image sets through the
-classifier, keep the 128-d penultimate features, fit a Gaussian N(mu, Sigma) to each set and
-report the Frechet (2-Wasserstein) distance between the two Gaussians
+FCD is FID (Heusel et al., 2017) with the 128-d penultimate features of a small classifier trained on
+the dataset itself in place of Inception-v3's: fit a Gaussian N(mu, Sigma) to the features of each image
+set and report the Frechet (2-Wasserstein) distance between the two Gaussians,
 
     FCD = ||mu_a - mu_b||^2 + Tr(Sigma_a + Sigma_b - 2 (Sigma_a Sigma_b)^{1/2})
 
-Lower is better; 0 means identical feature statistics. The numbers only mean something
-relative to one another and to the calibration below: each dataset has its own classifier,
-so MNIST and Fashion-MNIST scores are on different scales, and the estimate depends on the
-number of images (see the caveats).
+Lower is better; 0 means identical feature statistics. Each dataset has its own classifier, so MNIST
+and Fashion-MNIST scores are on different scales: read a score against the calibration below.
 
-Calibration, measured by ``scripts/train_fcd_classifier.py`` with 10,000 images per set,
-always against the 10,000 test images (torch 2.14.1, CPU, 2 threads; the exact values are
-also recorded in ``course_lib/weights/fcd_weights.json``):
+Calibration, measured by ``scripts/train_fcd_classifier.py`` with 10,000 images per set, always
+against the 10,000 test images (torch 2.14.1, CPU, 2 threads; exact values in ``fcd_weights.json``):
 
     image set (10k images) vs the 10k test images     MNIST    Fashion-MNIST
     first 10k train images                              3.59         0.55
@@ -24,17 +19,15 @@ also recorded in ``course_lib/weights/fcd_weights.json``):
     uniform noise in [0, 1]                          2005.2        682.0
     classifier test accuracy                         99.42 %      91.71 %
 
-Read a generator's FCD against these: a few units is as close to the test set as the
-training set is, hundreds is blur-level damage, and values near the last two rows mean
-mode collapse or noise.
+A few units is as close to the test set as the training set is, hundreds is blur-level damage, and
+values near the last two rows mean mode collapse or noise.
 
-Two caveats, also measured. (1) FCD is biased upwards for small samples: a random 2,000
-MNIST train images score 8.8 against a random 2,000 test images, 4.96 against all 10k, and
-5,000 vs 5,000 gives 3.4 (Fashion-MNIST: 3.55, 2.35, 1.38). Compare only scores computed
-with the same N, and use the full 10k test set as the reference when you can. (2) The
-MNIST test set is ordered: its first 5,000 images come from a different, tidier group of
-writers than its last 5,000 (FCD 43.3 between the two halves; 1.3 for Fashion-MNIST), so
-never use ``test.x[:n]`` as a reference for n < 10,000; take a random subset instead.
+Two caveats, also measured. (1) FCD is biased upwards for small samples: 2,000 random MNIST train
+images score 8.8 against 2,000 random test images, 4.96 against all 10k, and 5,000 vs 5,000 gives 3.4
+(Fashion-MNIST: 3.55, 2.35, 1.38). Compare only scores with the same N, and use the full 10k test set
+as the reference when you can. (2) The MNIST test set is ordered: its first 5,000 images come from a
+different, tidier group of writers than its last 5,000 (FCD 43.3 between the halves; 1.3 for
+Fashion-MNIST), so never use ``test.x[:n]`` as a reference for n < 10,000; take a random subset.
 
 Usage::
 
@@ -42,9 +35,9 @@ Usage::
     score = fcd(samples, test.x, dataset="mnist")      # both (N, 1, 28, 28) in [0, 1]
     acc = classifier_accuracy(samples, wanted_labels)   # for class-conditional generators
 
-The classifier weights are committed in ``course_lib/weights/`` and are checked against the
-sha256 recorded in ``fcd_weights.json`` before loading; ``python scripts/train_fcd_classifier.py``
-retrains them (about 2 minutes per dataset on 2 CPU cores).
+The classifier weights in ``course_lib/weights/`` are checked against the sha256 in ``fcd_weights.json``
+before loading; ``python scripts/train_fcd_classifier.py`` retrains them (about 2 minutes per dataset
+on 2 CPU cores).
 """
 from __future__ import annotations
 
@@ -218,12 +211,8 @@ def _sqrtm_psd(s: torch.Tensor) -> torch.Tensor:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), computed in float64.
-
-    (Sigma1 Sigma2)^{1/2} is not symmetric, but it is similar to M = Sigma1^{1/2} Sigma2 Sigma1^{1/2},
-    which is symmetric PSD; so Tr((Sigma1 Sigma2)^{1/2}) = sum_i sqrt(lambda_i(M)), and two symmetric
-    eigen-decompositions replace a general (and fragile) matrix square root.
-    """
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), computed in float64. Two symmetric
+    eigen-decompositions replace a general matrix square root (notebook 14)."""
     mu1, mu2 = (torch.as_tensor(m, dtype=torch.float64) for m in (mu1, mu2))  # (D,)
     s1, s2 = (torch.as_tensor(s, dtype=torch.float64) for s in (sigma1, sigma2))  # (D, D)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.shape[0], mu1.shape[0]):

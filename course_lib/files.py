@@ -12,10 +12,9 @@ from typing import IO
 
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
-    """Write through a temporary file next to ``path`` and rename it to ``path`` only if the block succeeds.
+    """Write through a temporary file next to ``path``, renamed to ``path`` only if the block succeeds.
 
-    On any error the temporary file is removed and an existing ``path`` is left as it was, so
-    readers never see a half-written file::
+    On an error the temporary file is removed and ``path`` is left as it was: no half-written files::
 
         with atomic_write("results/03_vae/cpu.json", "w", encoding="utf-8") as f:
             json.dump(record, f)

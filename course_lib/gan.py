@@ -1,13 +1,11 @@
 """Generative adversarial networks: DCGAN-style networks, GAN losses, the gradient penalty, a training loop.
 
-A generator G maps noise z ~ N(0, I) to a sample; a discriminator D maps a sample to a logit
-(the log-odds that it is real). They play the minimax game of Goodfellow et al. (2014)::
+The game (Goodfellow et al., 2014) and the DCGAN networks are taught in notebook 04, the conditional
+networks and WGAN-GP in notebook 05, the least-squares loss in notebook 06.
 
-    min_G max_D  E_x[log D(x)] + E_z[log(1 - D(G(z)))],      D(x) = sigmoid(logit(x))
-
-Every loss here takes *logits*, never probabilities (so ``log(sigmoid(.))`` is computed as
-``-softplus(-.)``, exact where the naive form underflows) and averages over all elements, so a
-PatchGAN's grid of logits works the same as one logit per image. The ``kind`` picks the game:
+Every loss takes D's *logits* s, never probabilities (D = sigmoid(s); ``log(sigmoid(.))`` is computed as
+``-softplus(-.)``), and averages over all elements, so a PatchGAN's grid of logits works the same as one
+logit per image. The ``kind`` picks the game:
 
     kind              discriminator (critic) minimises             generator minimises
     saturating        -log D(x) - log(1 - D(G(z)))                log(1 - D(G(z)))   (the original)
@@ -15,12 +13,12 @@ PatchGAN's grid of logits works the same as one logit per image. The ``kind`` pi
     least_squares     (s(x) - 1)^2 / 2 + s(G(z))^2 / 2            (s(G(z)) - 1)^2 / 2      (LSGAN)
     wasserstein       s(G(z)) - s(x)     (+ gradient penalty)      -s(G(z))                 (WGAN)
 
-The image networks follow the DCGAN rules (Radford et al., 2016) for 28x28 images in [-1, 1]:
-strided (transposed) convolutions instead of pooling, BatchNorm in G, ReLU in G with a tanh
-output, LeakyReLU(0.2) in D, weights from N(0, 0.02). With ``num_classes > 0`` both become
-class-conditional: G reads a label embedding next to z, D adds a projection term
-``<embed(y), features>`` to its logit (Miyato & Koyama, 2018). For WGAN-GP the critic must not
-use BatchNorm (the penalty is per sample): pass ``d_norm="layer"`` or ``"none"``.
+LSGAN: Mao et al. (2017); WGAN: Arjovsky et al. (2017), with the gradient penalty of Gulrajani et al. (2017).
+
+The image networks follow the DCGAN rules (Radford et al., 2016) for 28x28 images in [-1, 1]. With
+``num_classes > 0`` both become class-conditional: G reads a label embedding next to z, D adds a
+projection term ``<embed(y), features>`` to its logit (Miyato & Koyama, 2018). For WGAN-GP the critic
+must not use BatchNorm (the penalty is per sample): pass ``d_norm="layer"`` or ``"none"``.
 
 Usage::
 
@@ -80,10 +78,9 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> t
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None,
                      rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """WGAN-GP's penalty E[(||grad_x critic(x_hat)||_2 - 1)^2] on random interpolates x_hat.
-
-    x_hat = eps * real + (1 - eps) * fake with eps ~ U(0, 1) per sample (Gulrajani et al., 2017).
-    Returns the penalty (differentiable w.r.t. the critic's parameters) and the gradient norms (B,).
+    """WGAN-GP's penalty E[(||grad_x critic(x_hat)||_2 - 1)^2] on x_hat = eps real + (1 - eps) fake,
+    eps ~ U(0, 1) per sample. Returns the penalty (differentiable w.r.t. the critic's parameters) and
+    the gradient norms (B,).
     """
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake {tuple(fake.shape)} must match.")
@@ -291,8 +288,7 @@ def train_gan(
     ``ema`` (a ``course_lib.train.EMA`` of the generator) is updated after every generator step.
     ``amp``: mixed precision as ``course_lib.precision`` chooses (None), off (False) or also on a CPU (True);
     the gradient penalty is always computed in fp32. The other keywords go to ``course_lib.train.train_loop``
-    (``history``, ``log_every``, ``desc``, ``progress``, ``start_step`` to continue a run whose optimizers the
-    caller keeps, ``callback`` with ``callback_every``, e.g. to save snapshots for an animation, ...).
+    (``history``, ``log_every``, ``desc``, ``progress``, ``start_step``, ``callback``, ...).
     """
     _check_kind(loss)
     device = torch.device(device) if device is not None else next(generator.parameters()).device

@@ -1,25 +1,9 @@
 """A GPT: a decoder-only Transformer language model, GPT-2 compatible (in the spirit of nanoGPT).
 
-The model reads token ids idx (B, T) and predicts, at every position t, the next token::
-
-    x_0 = wte[idx] + wpe[0..T-1]                        token + learned position embeddings (B, T, C)
-    x   = x + attn(LN_1(x))      for each of n_layer     causal multi-head self-attention
-    x   = x + mlp(LN_2(x))       blocks (pre-norm)       mlp(h) = W_2 GELU(W_1 h), 4C hidden units
-    logits = LN_f(x) wte^T                              (B, T, vocab), output weights tied to wte
-
-and is trained to minimise the cross-entropy of the next token, in nats per token::
-
-    loss = -1/(B T) sum_{b, t} log softmax(logits[b, t])[idx[b, t + 1]]
-
-Causal masking makes position t see tokens 0..t only, so one forward pass trains T predictions.
-
-Generation samples one token at a time (``generate``). Without a cache, every step reruns the
-whole prefix; with a KV cache (``course_lib.attention.KVCache``, one per layer) every step feeds
-only the newest token, whose query attends to the cached keys and values of all earlier ones:
-the same logits for a fraction of the work. ``sample_next`` turns the last logits into a token:
-greedy (argmax), temperature (logits / T: sharper below 1, flatter above), top-k (keep the k most
-likely tokens) and top-p / nucleus (keep the smallest set of most likely tokens whose probability
-mass reaches p).
+GPT-2 (Radford et al., 2019): token + learned position embeddings, n_layer pre-norm blocks of causal
+self-attention and a 4C GELU MLP, a final LayerNorm and a read-out tied to the token embeddings. The
+model, its loss in nats per token, the KV cache and the sampling rules (top-p: Holtzman et al., 2020)
+are derived in notebook 10.
 
 Layer names follow GPT-2 (``ln_1``, ``attn``, ``ln_2``, ``mlp.c_fc``, ``mlp.c_proj``, ``ln_f``), and
 ``to_hf_gpt2(model)`` copies the weights into transformers' ``GPT2LMHeadModel`` (built from a
@@ -73,11 +57,7 @@ class GPTConfig:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: C -> 4C -> GELU -> C.
-
-    GELU(x) = x Phi(x) (Phi: the standard normal CDF); GPT-2 uses the approximation
-    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), ``activation="gelu_tanh"``.
-    """
+    """Position-wise feed-forward network: C -> 4C -> GELU -> C (GPT-2's tanh GELU by default)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -90,7 +70,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer block: x + attn(LN(x)), then x + mlp(LN(x)); the residual stream is never normalized."""
+    """Pre-norm Transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
 
     def __init__(self, config: GPTConfig, rotary: Rotary | None = None):
         super().__init__()
@@ -108,9 +88,8 @@ class Block(nn.Module):
 
 
 def init_gpt2_weights(model: nn.Module, n_layer: int, std: float = 0.02) -> None:
-    """GPT-2's initialization: Linear and Embedding weights ~ N(0, 0.02^2), biases 0, LayerNorm (1, 0),
-    and the projections that write into the residual stream (``out_proj``, ``mlp.c_proj``) scaled by
-    1/sqrt(2 n_layer), so the stream's variance does not grow with depth."""
+    """GPT-2's initialization: Linear and Embedding weights ~ N(0, std^2), Linear biases 0, and the
+    projections into the residual stream (``out_proj``, ``mlp.c_proj``) ~ N(0, (std / sqrt(2 n_layer))^2)."""
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
@@ -141,7 +120,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: list[KVCache] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) token ids -> logits (B, T, vocab) and the mean cross-entropy against ``targets``
+        """idx (B, T) token ids -> logits (B, T, vocab) and the mean cross-entropy (nats) against ``targets``
         (B, T) (entries -1 are ignored), or None without targets.
 
         With ``cache`` (from ``new_cache()``), idx holds the tokens *after* those already in the
@@ -173,11 +152,9 @@ class GPT(nn.Module):
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Continue idx (B, T0) by ``max_new_tokens`` sampled tokens: returns (B, T0 + max_new_tokens).
 
-        Call ``model.eval()`` first (dropout would make every step random). With ``use_cache`` the
-        prompt is run once and each step feeds only the newest token. Once the text is longer than
-        block_size, the model reads the last block_size tokens, recomputed each step (learned
-        positions cannot slide, so the cache is dropped from then on): the result is the same with
-        and without cache.
+        Call ``model.eval()`` first (dropout would make every step random). With ``use_cache`` the prompt
+        is run once, then each step feeds only the newest token. Past block_size tokens the model reads the
+        last block_size, recomputed each step (the cache is dropped): the result is the same with and without cache.
         """
         if idx.dim() != 2:
             raise ValueError(f"generate expects a prompt of token ids (B, T0), got shape {tuple(idx.shape)}; "
@@ -199,17 +176,17 @@ class GPT(nn.Module):
         return out
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Number of parameters (tied weights counted once); ``non_embedding`` leaves out the position table."""
+        """Number of parameters, tied weights counted once; ``non_embedding`` excludes the position table."""
         n = count_parameters(self)
         if non_embedding and self.wpe is not None:
             n -= self.wpe.weight.numel()
         return n
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token (forward + backward), as in the PaLM paper's appendix B and nanoGPT:
+        """Training FLOPs per token, 6 N + 12 n_layer C T (Chowdhery et al., 2022, PaLM appendix B; nanoGPT).
 
-        6 N  (each weight: one multiply-add forward, two backward)  +  12 n_layer C T  (attention scores and
-        weighted sums over a context of T = seq_len, block_size by default). MFU = FLOPs/token * tokens/s / peak.
+        N: the parameters without the position table (the tied token matrix counts: it computes the logits);
+        T = seq_len, block_size by default. Derived in notebook 10.
         """
         c = self.config
         T = c.block_size if seq_len is None else seq_len
@@ -223,8 +200,8 @@ class GPT(nn.Module):
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     """Set the logits of tokens outside the top-k and / or the top-p nucleus to -inf: (..., V) -> (..., V).
 
-    top-k keeps exactly the k largest logits (ties broken by position). top-p keeps the smallest set
-    of most likely tokens whose probability mass is >= p (always at least the most likely one).
+    top-k keeps exactly k logits (ties broken by position). top-p keeps the smallest set of most likely
+    tokens whose probability mass is >= p (always at least one).
     """
     if top_k is not None:
         if top_k < 1:
@@ -267,12 +244,10 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 # ---------------------------------------------------------------------------------------
 
 def to_hf_gpt2(model: GPT):
-    """A transformers ``GPT2LMHeadModel`` with this model's weights (built from a ``GPT2Config``; no download).
+    """A transformers ``GPT2LMHeadModel`` with this model's weights (from a ``GPT2Config``, no download).
 
-    GPT-2 stores its Linear layers as ``Conv1D`` with weight (in, out), the transpose of
-    ``nn.Linear``'s (out, in); its ``c_attn`` holds q, k, v side by side like our ``attn.qkv``.
-    Without biases (``bias=False``) GPT-2's biases are set to zero. Returns the model in eval mode,
-    on the same device and dtype as ``model``.
+    GPT-2's ``Conv1D`` weights are (in, out), the transpose of ``nn.Linear``'s. With ``bias=False`` GPT-2's
+    biases are set to zero. Returns the model in eval mode, on ``model``'s device and dtype.
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 

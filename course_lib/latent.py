@@ -1,36 +1,10 @@
-"""A KL-regularised convolutional autoencoder with a spatial latent, as in latent diffusion (Stable Diffusion's VAE).
+"""A KL-regularised convolutional autoencoder with a spatial latent, as in latent diffusion (notebook 08b).
 
-Diffusion in pixel space spends most of its compute on imperceptible detail. Latent diffusion
-(Rombach et al., 2022) first trains an autoencoder that squeezes an image into a small *spatial*
-latent, then runs diffusion on the latents, and decodes the samples. For 28x28 images and the
-default config (channels c = (8, 16, 32), 4 latent channels; 60k parameters)::
-
-    x (B, 1, 28, 28) in [0, 1]
-    encoder: conv -> c0 @28 -> Block -> down -> c1 @14 -> Block -> down -> c2 @7 -> Block
-             -> GroupNorm, SiLU, conv -> mu, logvar (B, 4, 7, 7) each
-    z = mu + exp(logvar / 2) * eps                          (B, 4, 7, 7): 196 numbers for 784 pixels
-    decoder: conv -> c2 @7 -> Block -> up -> c1 @14 -> Block -> up -> c0 @28 -> Block
-             -> GroupNorm, SiLU, conv -> logits (B, 1, 28, 28);  sigmoid(logits) = the image in [0, 1]
-
-(Block: GroupNorm -> SiLU -> conv -> GroupNorm -> SiLU -> conv, plus the input; down: a stride-2
-3x3 conv; up: nearest-neighbour x2, then a 3x3 conv.)
-
-The loss (nats per image, averaged over the batch)::
-
-    loss = BCE(logits, x) summed over pixels  +  kl_weight * KL(q(z | x) || N(0, I)) summed over latent entries
-
-The decoder outputs Bernoulli logits, the course's convention for [0, 1] images (notebooks 02-03);
-``decode`` applies the sigmoid. The KL weight is tiny (default 1e-4; Stable Diffusion uses 1e-6
-with a perceptual loss): this is *not* a VAE for sampling from N(0, I) but an autoencoder whose
-latents are kept from drifting to huge values and from becoming arbitrarily sharp (a little noise
-in z makes the decoder smooth). So the latents are not unit-variance: their scale is whatever
-training made it (the default config after 300 steps on 5,000 Fashion-MNIST images: std 1.23;
-Stable Diffusion's: about 5.5). Diffusion assumes data of about unit variance (its noise is N(0, I) and the
-last noise level must drown the signal), hence the **scale factor** (Stable Diffusion: 0.18215)::
-
-    s = 1 / std(latents over the training set)        (one number, ``latent_scale_factor``)
-    diffusion data:  z0 = s * mu(x)                  (``encode_latents(model, x, scale=s)``)
-    images:          x  = sigmoid(decoder(z0 / s))    (``decode_latents(model, z0, scale=s)``)
+Latent diffusion (Rombach et al., 2022) runs diffusion on the latents of an autoencoder. Default config:
+images (B, 1, 28, 28) in [0, 1] -> latents (B, 4, 7, 7), 196 numbers for 784 pixels. The decoder outputs
+Bernoulli logits (``decode`` applies the sigmoid). The KL weight is tiny (1e-4; Stable Diffusion: 1e-6),
+so the latents are not unit-variance; diffusion trains on ``z0 = s * mu(x)`` with the scale factor
+s = 1 / std(latents) (Stable Diffusion: 0.18215), and ``decode_latents`` divides by s again.
 
 Usage::
 
@@ -128,8 +102,9 @@ class LatentAutoencoder(nn.Module):
         mu, logvar = self.encode(x)
         return self.decode_logits(reparameterize(mu, logvar, generator)), mu, logvar
 
+
 def _images_of(batch) -> torch.Tensor:
-    """The images of a batch: the tensor itself, or the first element of an (images, labels, ...) tuple or list."""
+    """The tensor itself, or the first element of an (images, labels, ...) tuple or list."""
     if isinstance(batch, (tuple, list)) and batch:
         batch = batch[0]
     if not isinstance(batch, torch.Tensor):
@@ -142,11 +117,10 @@ def latent_ae_loss(model: LatentAutoencoder, batch, kl_weight: float | None = No
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(loss, {"recon", "kl", "mse"}) for ``course_lib.train.fit``: loss = recon + kl_weight * kl.
 
-    ``batch``: images (B, C, H, W) in [0, 1], or a tuple whose first element they are.
-    recon: BCE of the decoded z ~ q(z | x), summed over pixels (nats per image); kl: KL(q(z | x) || N(0, I))
-    summed over the latent's entries (nats per image); both averaged over the batch. mse: the mean
-    squared error of sigmoid(logits) in [0, 1] (logged only; no gradient). ``kl_weight`` None ->
-    ``model.config.kl_weight``.
+    ``batch``: images (B, C, H, W) in [0, 1], or a tuple whose first element they are. recon: BCE of the
+    decoded z ~ q(z | x) summed over pixels; kl: KL(q(z | x) || N(0, I)) summed over the latent's entries;
+    both in nats per image, averaged over the batch. mse: of sigmoid(logits), logged only (no gradient).
+    ``kl_weight`` None: ``model.config.kl_weight``.
     """
     x = _images_of(batch)
     if x.numel() and (x.min() < 0 or x.max() > 1):
@@ -167,10 +141,9 @@ def _device_of(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def encode_latents(model: LatentAutoencoder, images: torch.Tensor, batch_size: int = 500, scale: float = 1.0,
                    sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``scale`` * (the mean mu(x), or a draw z ~ q(z | x) if ``sample``) of every image: (N, C, H, W) -> (N, z, h, w).
+    """``scale`` * mu(x) (or a draw z ~ q(z | x) if ``sample``) per image: (N, C, H, W) -> (N, z, h, w).
 
-    Batch by batch, in eval mode, on the model's device; the result is on the CPU. Latent diffusion
-    trains on the scaled means: ``encode_latents(model, x, scale=latent_scale_factor(...))``.
+    In batches, in eval mode, on the model's device; the result is on the CPU.
     """
     device, out = _device_of(model), []
     with eval_mode(model):
@@ -184,9 +157,9 @@ def encode_latents(model: LatentAutoencoder, images: torch.Tensor, batch_size: i
 @torch.no_grad()
 def decode_latents(model: LatentAutoencoder, latents: torch.Tensor, batch_size: int = 500,
                    scale: float = 1.0) -> torch.Tensor:
-    """Images in [0, 1] of ``latents / scale``: (N, z, h, w) -> (N, C, H, W) on the CPU.
+    """Images in [0, 1] of ``latents / scale``: (N, z, h, w) -> (N, C, H, W).
 
-    ``scale``: the one given to ``encode_latents``; dividing by it undoes the scaling.
+    ``scale``: the one given to ``encode_latents``. In batches, in eval mode; the result is on the CPU.
     """
     device, out = _device_of(model), []
     with eval_mode(model):
@@ -196,10 +169,7 @@ def decode_latents(model: LatentAutoencoder, latents: torch.Tensor, batch_size: 
 
 
 def latent_scale_factor(latents: torch.Tensor) -> float:
-    """s = 1 / std of all the entries of ``latents``, so that s * latents has std 1.
-
-    One number for all channels and positions, as Stable Diffusion's 0.18215.
-    """
+    """s = 1 / std of all the entries of ``latents`` (one number, as Stable Diffusion's 0.18215)."""
     if latents.numel() < 2:
         raise ValueError("latent_scale_factor needs at least two numbers; pass the latents of many images.")
     std = latents.float().std().item()

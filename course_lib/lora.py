@@ -1,21 +1,12 @@
 """LoRA: parameter-efficient fine-tuning with low-rank adaptation (Hu et al., 2021).
 
-A pretrained Linear layer y = W x + b (W: out x in) stays frozen; LoRA learns a low-rank change
-of its weight instead, with two small matrices A (r x in) and B (out x r), r << min(in, out)::
+A frozen Linear W x + b becomes h = W x + b + (alpha / r) B A x, with A (r x in) and B (out x r)
+trainable (derived in notebook 13). As in peft, A starts Kaiming-uniform and B at zero, so the adapted
+model starts exactly equal to the base model; ``merge_lora`` folds W' = W + (alpha / r) B A back
+into plain Linear layers.
 
-    h = W x + b + (alpha / r) * B A x            (the scaling alpha / r is a fixed number)
-
-* B starts at zero (A at a random Kaiming-uniform draw, as in peft), so B A = 0 and the adapted
-  model starts exactly equal to the base model; at the first step only B receives a gradient.
-* Trainable parameters per adapted layer: r * (in + out) instead of in * out (+ out).
-* After training the update merges into the weight, W' = W + (alpha / r) B A: a plain Linear of
-  the original size, so inference costs nothing extra (``merge_lora``).
-* Dividing by r keeps the size of the update roughly independent of r, so alpha need not be
-  retuned when r changes.
-
-Layers are chosen by name: a pattern matches a module's qualified name when it equals the name's
-last dot-separated component(s): "query" matches "bert.encoder.layer.0.attention.self.query" (not
-"my_query"), "attn.qkv" matches "h.0.attn.qkv" of ``course_lib.gpt.GPT``. Modules matched by
+Layers are chosen by name (``name_matches``): "query" matches "bert.encoder.layer.0.attention.self.query"
+but not "my_query"; "attn.qkv" matches "h.0.attn.qkv" of ``course_lib.gpt.GPT``. Modules matched by
 ``trainable_modules`` (e.g. a new classification head, "classifier") stay fully trainable.
 
 Usage::
@@ -63,8 +54,8 @@ class LoRAConfig:
 class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` (``.base``) plus a trainable low-rank update: y = base(x) + scaling * B A x.
 
-    ``lora_A`` (r, in) and ``lora_B`` (out, r) are plain ``nn.Parameter``s, stored like the weights
-    of peft's ``lora_A`` / ``lora_B`` Linear layers (so they can be copied across one to one).
+    ``lora_A`` (r, in) and ``lora_B`` (out, r) are laid out like the weights of peft's ``lora_A`` /
+    ``lora_B`` Linear layers, so they copy across one to one. They take the base's device and dtype.
     """
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0):
@@ -91,7 +82,7 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
-        """A plain ``nn.Linear`` computing the same function (weight W', the base bias), frozen like the base."""
+        """A frozen ``nn.Linear`` computing the same function: weight W', the base's bias."""
         b = self.base
         merged = nn.Linear(b.in_features, b.out_features, bias=b.bias is not None,
                            device=b.weight.device, dtype=b.weight.dtype)
@@ -112,8 +103,8 @@ def name_matches(name: str, patterns: Iterable[str]) -> bool:
 def replace_linears(model: nn.Module, patterns: tuple[str, ...], wrap: Callable[[nn.Linear], nn.Module]) -> list[str]:
     """Replace every ``nn.Linear`` whose qualified name matches ``patterns`` by ``wrap(linear)``, in place.
 
-    Each Linear is replaced at most once (all matches are found before anything changes). Returns
-    the replaced names; raises ValueError, listing some Linear layers of the model, if none matched.
+    Each Linear is replaced at most once. Returns the replaced names; raises ValueError, listing some
+    Linear layers of the model, if none matched.
     """
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     targets = [name for name in linears if name_matches(name, patterns)]
@@ -129,7 +120,7 @@ def replace_linears(model: nn.Module, patterns: tuple[str, ...], wrap: Callable[
 
 
 def set_trainable(model: nn.Module, patterns: tuple[str, ...]) -> list[str]:
-    """Unfreeze every parameter of the modules matching ``patterns``; returns their names (ValueError if none)."""
+    """Unfreeze the modules matching ``patterns``; returns their names (ValueError if none)."""
     names = [name for name, _ in model.named_modules() if name and name_matches(name, patterns)]
     if patterns and not names:
         raise ValueError(f"No module matches trainable_modules={patterns}; check the names in "
@@ -156,7 +147,8 @@ def add_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Replace every ``LoRALinear`` in ``model`` by its merged ``nn.Linear``, in place; returns ``model``."""
+    """Replace each ``LoRALinear`` in ``model`` by its merged, frozen ``nn.Linear``, in place; returns
+    ``model`` (for a bare ``LoRALinear``, its merged layer)."""
     if isinstance(model, LoRALinear):
         return model.merge()  # nothing to replace it in: hand back the merged layer
     names = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
@@ -170,7 +162,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) numbers of parameters (``course_lib.train.count_parameters``; tied weights count once)."""
+    """(trainable, total) numbers of parameters; tied weights count once."""
     return count_parameters(model, trainable_only=True), count_parameters(model)
 
 

@@ -1,44 +1,9 @@
-"""Evaluating generative models beyond FCD: KID, precision and recall, memorization, bootstrap
-confidence intervals and the classification accuracy score (notebooks 14-15).
+"""Scores for generated images beyond FCD: KID, precision and recall, memorization, the bootstrap and CAS.
 
-FCD (``course_lib.fcd``) folds quality and diversity into one number that is biased for small
-samples. The functions below take it apart. All but the last section work on features (N, D),
-e.g. ``compute_features(images)`` (N, 128), or on images, which are flattened to pixels (N, 784);
-distances are Euclidean, computed in float64 on the inputs' device, a block of rows at a time.
-
-**KID** (Binkowski et al., 2018). With the cubic kernel k(x, y) = (x.y / d + 1)^3 on d-dim
-features, the squared maximum mean discrepancy between two sets of m points has the unbiased estimate
-
-    MMD^2_u = sum_{i != j} [k(x_i, x_j) + k(y_i, y_j)] / (m (m - 1))  -  2 sum_{i, j} k(x_i, y_j) / m^2
-
-KID is its mean (and std) over random subsets of m points, drawn without replacement from each
-set. Its expectation is the population MMD^2 for every m (no small-sample bias, unlike FCD), which
-is 0 iff the two distributions share all feature moments up to order 3. One estimate can be
-negative; papers often quote KID x 1000.
-
-**Precision and recall** (Kynkaanniemi et al., 2019). r(x) is the distance from a point to its
-k-th nearest neighbour in its own set (itself excluded); a set's "manifold" is the union of the
-balls B(x, r(x)). For N real points x_i and M fake points y_j::
-
-    precision = share of fake points inside the real manifold      (quality: are samples realistic?)
-    recall    = share of real points inside the fake manifold      (diversity: are all modes produced?)
-    density   = sum_j #{i : ||y_j - x_i|| <= r(x_i)} / (k M)        (Naeem et al., 2020; ~1 if equal)
-    coverage  = share of real balls B(x_i, r(x_i)) holding a fake point          (Naeem et al., 2020)
-
-**Memorization.** d(s) = distance from a generated sample s to its nearest training image; the
-same for held-out real images h (never trained on). With tau = the p-th percentile of d(h) (p = 1
-by default), ``copy_share`` = share of samples with d(s) < tau: "copy_share of the samples are
-closer to a training image than 99 % of real test images are". Fresh real images score about
-p / 100 by construction; a generator that does not copy scores about that or less, and a share well
-above it signals memorization. ``duplicate_share``: share of samples with another sample closer than tau.
-
-**Bootstrap.** Resample the rows of the data with replacement n_boot times, recompute the
-statistic, and report the alpha/2 and 1 - alpha/2 quantiles (percentile bootstrap). It measures
-sampling noise, not bias: resampling FCD adds duplicates, so its intervals sit above the estimate.
-
-**CAS** (Ravuri & Vinyals, 2019): train a fresh classifier only on generated (image, label)
-pairs and report its accuracy on real test images; compare with the same recipe trained on as
-many real images. ``train_classifier`` and ``accuracy`` are reusable on their own.
+Notebook 14 derives and calibrates each score. KID, precision and recall and memorization take features
+(N, D), e.g. ``compute_features(images)`` (N, 128), or images, flattened to pixels (N, 784); distances are
+Euclidean, in float64 on the inputs' device, a block of rows at a time. CAS's ``train_classifier`` and
+``accuracy`` (images (N, 1, 28, 28) in [0, 1]) are reusable on their own.
 
 Usage::
 
@@ -95,7 +60,7 @@ def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased MMD^2 with the cubic kernel between two equal-size sets (m, d), m >= 2."""
+    """Unbiased MMD^2 (notebook 14) with the cubic kernel between two equal-size sets (m, d), m >= 2."""
     x, y = _check_pair(x, y, ("x", "y"))
     m = x.shape[0]
     if y.shape[0] != m or m < 2:
@@ -107,7 +72,9 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def kid(feats_a, feats_b, n_subsets: int = 100, subset_size: int = 1000,
         generator: torch.Generator | None = None) -> tuple[float, float]:
-    """Kernel inception distance: (mean, std) of MMD^2_u over random subsets of min(subset_size, N_a, N_b) rows."""
+    """Kernel inception distance (Binkowski et al., 2018): (mean, std) of ``mmd2_unbiased`` over random
+    subsets of m = min(subset_size, N_a, N_b) rows, drawn without replacement from each set. Unbiased for
+    every m, unlike FCD; one estimate can be negative; papers often quote KID x 1000."""
     a, b = _check_pair(feats_a, feats_b, ("feats_a", "feats_b"))
     m = min(subset_size, a.shape[0], b.shape[0])
     if m < 2 or n_subsets < 1:
@@ -148,7 +115,13 @@ def _kth_neighbour_radius(x: torch.Tensor, k: int, chunk: int, name: str) -> tor
 
 @torch.no_grad()
 def precision_recall(real, fake, k: int = 3, chunk: int = 1024) -> dict[str, float]:
-    """Improved precision and recall (k-NN manifolds), plus density and coverage; see the module docstring."""
+    """Improved precision and recall (Kynkaanniemi et al., 2019), density and coverage (Naeem et al., 2020).
+
+    Each point's ball has radius r(x), the distance to its k-th nearest other point of its own set.
+    Precision: share of fake points in some real ball; recall: share of real points in some fake ball;
+    density: real balls per fake point, / k (about 1 when the distributions match); coverage: share of
+    real balls holding a fake point.
+    """
     real, fake = _check_pair(real, fake, ("real", "fake"))
     r_real = _kth_neighbour_radius(real, k, chunk, "real")  # (N,)
     r_fake = _kth_neighbour_radius(fake, k, chunk, "fake")  # (M,)
@@ -185,14 +158,15 @@ def _close_pairs(x: torch.Tensor, threshold: float, chunk: int) -> tuple[float, 
 @torch.no_grad()
 def memorization_report(samples, train, heldout=None, threshold: float | None = None,
                         percentile: float = 1.0, chunk: int = 1024) -> dict:
-    """Nearest-training-image distances of samples vs held-out real images; copies and duplicates.
+    """Nearest-training-image distances d of samples vs held-out real images; copies and duplicates.
 
     threshold: tau; by default the ``percentile``-th percentile of the held-out distances (needs ``heldout``).
     Returns floats ``threshold``, ``copy_share`` (samples with d < tau), ``sample_median_distance``,
-    ``duplicate_share``, ``duplicate_pairs`` (int); CPU tensors ``sample_distances`` (N_s,),
-    ``nearest_train_index`` (N_s,); with ``heldout`` also ``heldout_distances``, ``heldout_copy_share``
-    (<= percentile / 100 by construction), ``heldout_median_distance`` and ``heldout_duplicate_share``
-    (within held-out images; compare it with duplicate_share only for equally many images).
+    ``duplicate_share`` (samples with another sample closer than tau), ``duplicate_pairs`` (int); CPU
+    tensors ``sample_distances`` (N_s,), ``nearest_train_index`` (N_s,); with ``heldout`` also
+    ``heldout_distances``, ``heldout_copy_share`` (<= percentile / 100 by construction),
+    ``heldout_median_distance`` and ``heldout_duplicate_share`` (comparable with duplicate_share only
+    for equally many images).
     """
     samples, train = _check_pair(samples, train, ("samples", "train"))
     d_s, i_s = nearest_neighbours(samples, train, 1, chunk)  # (N_s, 1) each
@@ -222,7 +196,10 @@ def memorization_report(samples, train, heldout=None, threshold: float | None = 
 
 def bootstrap_ci(statistic: Callable, *arrays, n_boot: int = 200, alpha: float = 0.05,
                  generator: torch.Generator | None = None) -> tuple[float, float, float]:
-    """(statistic(*arrays), low, high): percentile bootstrap, resampling the rows of all arrays jointly."""
+    """(statistic(*arrays), low, high): percentile bootstrap, resampling the rows of all arrays jointly.
+
+    It measures sampling noise, not bias: duplicated rows raise the FCD, so its interval sits above the
+    estimate (notebook 14). Fine for plain averages such as an accuracy."""
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array to resample.")
     n = len(arrays[0])
@@ -267,9 +244,9 @@ def train_classifier(x, y, steps: int = 1000, batch_size: int = 128, lr: float =
                      progress: bool = False, amp: bool | None = None) -> nn.Module:
     """Train ``model`` (default: a fresh ``small_cnn``) on images x (N, 1, 28, 28), labels y (N,) with Adam.
 
-    Cross-entropy, ``steps`` steps of ``batch_size`` (epochs of a seeded permutation). Weights and
-    batch order depend only on ``seed``; the global RNG state is left untouched. ``amp``: mixed precision as
-    ``course_lib.precision`` chooses (None), off (False) or also on a CPU (True). Returns the model in eval mode.
+    Cross-entropy, ``steps`` steps of ``batch_size``. Weights and batch order depend only on ``seed``; the
+    global RNG state is left untouched. ``amp``: mixed precision as ``course_lib.precision`` chooses (None),
+    off (False) or also on a CPU (True). Returns the model in eval mode.
     """
     x, y = _check_labelled(x, y, n_classes, "train")
     device = torch.device(device) if device is not None else get_device()
@@ -304,7 +281,8 @@ def accuracy(model: nn.Module, x, y, batch_size: int = 500) -> float:
 
 def classification_accuracy_score(train_x, train_y, test_x, test_y, steps: int = 1000,
                                   device: torch.device | str | None = None, seed: int = 0, **kwargs) -> float:
-    """CAS: accuracy on real (test_x, test_y) of a classifier trained only on (train_x, train_y), e.g. samples."""
+    """CAS (Ravuri & Vinyals, 2019): accuracy on real (test_x, test_y) of a classifier trained only on
+    (train_x, train_y), e.g. generated samples; compare with as many real training images."""
     model = train_classifier(train_x, train_y, steps=steps, device=device, seed=seed, **kwargs)
     return accuracy(model, test_x, test_y)
 

@@ -1,12 +1,9 @@
 """Gaussian mixture models fitted by expectation-maximization (EM).
 
-    p(x) = sum_k pi_k N(x | mu_k, Sigma_k)
+p(x) = sum_k pi_k N(x | mu_k, Sigma_k); EM is derived in notebook 00.
 
-E-step: responsibilities r_nk = pi_k N(x_n | mu_k, Sigma_k) / p(x_n).
-M-step: N_k = sum_n r_nk; pi_k = N_k / N; mu_k = sum_n r_nk x_n / N_k;
-        Sigma_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k  (+ reg * I).
-Each EM step never decreases the data log-likelihood (up to the small ``reg``).
-Everything is computed in log space (logsumexp) so that far-away points do not underflow.
+Each EM step never lowers the log-likelihood (up to the ``reg`` * I added to every covariance).
+Densities are computed in log space (logsumexp), so far-away points do not underflow.
 """
 from __future__ import annotations
 
@@ -42,7 +39,7 @@ class GaussianMixture:
         return torch.log(self.weights)[None, :] + gaussian_log_prob(x, self.means, self.covs)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x_n) = logsumexp_k [log pi_k + log N(x_n | mu_k, Sigma_k)]: (N, D) -> (N,)."""
+        """log p(x_n): (N, D) -> (N,)."""
         return torch.logsumexp(self.joint_log_prob(x), dim=1)
 
     def responsibilities(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,31 +1,17 @@
 """Named-entity recognition as token classification with a pretrained encoder (notebooks 12-13).
 
-Every word gets one BIO2 tag: ``B-TYPE`` begins an entity, ``I-TYPE`` continues it, ``O`` is
-outside any entity (CoNLL-2003 has the types PER, ORG, LOC, MISC). A pretrained encoder (BERT
-family) reads the sentence and a linear layer maps each of its output vectors to tag logits::
+One BIO2 tag per word (the variant of Ramshaw & Marcus's 1995 IOB scheme in which every entity
+starts with B-) on CoNLL-2003 (Tjong Kim Sang & De Meulder, 2003), a
+pretrained BERT-family encoder (Devlin et al., 2019; default all-MiniLM-L6-v2, Wang et al., 2020) and a
+linear head; the task, the label alignment and entity-level scoring are explained in notebook 12.
 
-    logits = Linear(Encoder(input_ids))                    (B, T, n_labels)
-    loss   = cross-entropy over the positions whose label is not -100
+Label alignment: a word's label goes on its *first* word piece, -100 (ignored by ``F.cross_entropy``)
+on later pieces and special tokens, and a word's predicted tag is read from its first piece.
+``encode(align=False)`` copies word labels position by position instead: wrong, on purpose.
 
-The label-alignment problem: the encoder sees *word pieces*, not words. ``[CLS]`` and ``[SEP]``
-are added and a rare word splits into several pieces, so there are more tokens than tags. The
-usual fix: the word's label goes on its *first* piece, and -100 (ignored by ``F.cross_entropy``)
-on the other pieces and on the special tokens; at prediction time a word's tag is read from its
-first piece. With MiniLM's (uncased, so capitals are lost) vocabulary::
-
-    words           Lufthansa             chief Juergen          Weber
-    tokens    [CLS] lu    ##ft ##han ##sa chief ju    ##er ##gen weber [SEP]
-    word_ids  None  0     0    0     0    1     2     2    2     3     None
-    labels    -100  B-ORG -100 -100  -100 O     B-PER -100 -100  I-PER -100
-
-Copying the word labels onto the tokens position by position instead (what ``encode(align=False)``
-does, on purpose) puts B-ORG on [CLS] and every later label on the wrong token.
-
-Evaluation is entity-level, as in the CoNLL shared task: an entity is (type, start, end), and a
-predicted entity counts only if its type and exact span match a true one, so
-precision = correct / predicted, recall = correct / true, F1 = their harmonic mean (micro-averaged
-over all entities). ``entities`` follows conlleval (and seqeval's default mode) for ill-formed
-sequences: an ``I-X`` that does not continue an entity of type X starts a new one.
+Scoring is entity-level and micro-averaged, as in the CoNLL shared task: an entity (type, start, end)
+counts only if type and exact span match. ``entities`` follows conlleval (and seqeval's default mode):
+an ``I-X`` that does not continue an entity of type X starts a new one.
 
 Usage::
 
@@ -84,8 +70,8 @@ def download_encoder() -> str:
 
 
 def encoder_path(name: str | None = None) -> str:
-    """Where to load the encoder from: ``name`` as given, or for None the offline copy of all-MiniLM-L6-v2,
-    else (if downloads are allowed) the same weights downloaded from the hub and checked by sha256."""
+    """``name`` as given; for None the offline copy of all-MiniLM-L6-v2, else (if downloads are allowed)
+    ``download_encoder()``."""
     if name is not None:
         return name
     path = offline_encoder()
@@ -116,10 +102,9 @@ def quiet_transformers():
 
 
 def load_encoder(name: str | None = None, labels: Sequence[str] = CONLL_TAGS):
-    """(fast tokenizer, AutoModelForTokenClassification with a new len(labels)-way head) for ``name``.
+    """(fast tokenizer, AutoModelForTokenClassification with a new, random len(labels)-way head) for ``name``.
 
-    The head is randomly initialized (and BERT's unused pooler dropped); transformers' load report
-    that says so, and its progress bar, are silenced for this call only.
+    transformers' load report (new head, unused pooler dropped) and progress bar are silenced for this call.
     """
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -139,8 +124,7 @@ def align_labels(word_ids: Sequence[int | None], word_label_ids: Sequence[int], 
     """One label id per token: the word's label on its first piece, -100 on later pieces and special tokens.
 
     ``word_ids``: ``encoding.word_ids()`` of a fast tokenizer (None = special token). With
-    ``label_all_subtokens`` later pieces get the word's label too, with B-X turned into I-X
-    (ids index ``labels``).
+    ``label_all_subtokens`` later pieces get the word's label too, B-X turned into I-X.
     """
     if any(w is not None and not 0 <= w < len(word_label_ids) for w in word_ids):
         raise ValueError(f"word_ids refer to words up to {max(w for w in word_ids if w is not None)} "
@@ -171,9 +155,8 @@ def encode(sentences: Iterable, tokenizer, labels: Sequence[str] = CONLL_TAGS, m
     """Tokenize (tokens, tags) sentences (e.g. ``load_conll2003``'s) and give each token a label.
 
     Sentences longer than ``max_length`` pieces are truncated; their cut-off words get no
-    training signal and ``predict_tags`` tags them "O". ``align=False`` gives the *wrong*, naive
-    labels: the word labels copied position by position (labels[i] = word label i, -100 beyond).
-    For unlabeled text pass tags ``["O"] * len(tokens)``.
+    training signal and ``predict_tags`` tags them "O". ``align=False`` gives the naive, wrong
+    labels (labels[i] = word label i, -100 beyond). For unlabeled text pass tags ``["O"] * len(tokens)``.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("encode needs a fast tokenizer (AutoTokenizer.from_pretrained(..., use_fast=True)).")
@@ -198,7 +181,7 @@ def encode(sentences: Iterable, tokenizer, labels: Sequence[str] = CONLL_TAGS, m
 
 
 def collate(examples: Sequence[NERExample], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad to the longest example: input_ids (pad_id), attention_mask (0 on padding), labels (-100); each (B, T)."""
+    """Pad to the longest example, each (B, T): input_ids (pad_id), attention_mask (0), labels (-100)."""
     T = max(len(e.input_ids) for e in examples)
     input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), T), dtype=torch.long)
@@ -211,13 +194,11 @@ def collate(examples: Sequence[NERExample], pad_id: int = 0) -> dict[str, torch.
 
 
 class Batches:
-    """Collated batches; iterable again and again, as ``fit`` needs (one pass = one epoch, reshuffled if asked).
+    """Collated batches, iterable again and again as ``fit`` needs (a pass = an epoch, reshuffled if asked).
 
-    ``bucket=k`` (k >= 1) groups sentences of similar length: each pass cuts the (shuffled) order
-    into pools of ``k * batch_size`` examples, sorts each pool by length, cuts it into batches
-    and (with ``shuffle``) shuffles the batches. Batches then carry little padding, which makes
-    a step much cheaper when lengths vary a lot (CoNLL: ~60% padding in random batches); every
-    example is still seen exactly once per pass.
+    ``bucket=k`` (k >= 1) cuts each pass's (shuffled) order into pools of ``k * batch_size`` examples,
+    sorts each pool by length, cuts it into batches and (with ``shuffle``) shuffles the batches: little
+    padding (random CoNLL batches are ~60% padding), and every example still seen exactly once per pass.
     """
 
     def __init__(self, examples, batch_size: int, shuffle: bool = False, generator=None, pad_id: int = 0,
@@ -252,8 +233,7 @@ class Batches:
 
 def batches(examples, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
             pad_id: int = 0, bucket: int = 0) -> Batches:
-    """``Batches`` of ``batch_size`` examples; ``pad_id`` = ``tokenizer.pad_token_id`` (0 in BERT vocabularies);
-    ``bucket=k`` batches sentences of similar length, from shuffled pools of ``k`` batches (e.g. 50)."""
+    """``Batches(...)``; pass ``pad_id=tokenizer.pad_token_id`` (0 in BERT vocabularies)."""
     return Batches(examples, batch_size, shuffle, generator, pad_id, bucket)
 
 
@@ -270,7 +250,8 @@ def ner_loss(model, batch: dict[str, torch.Tensor]):
 @torch.no_grad()
 def predict_tags(model, examples: Sequence[NERExample], labels: Sequence[str] = CONLL_TAGS, batch_size: int = 64,
                  device: torch.device | str | None = None) -> list[list[str]]:
-    """One tag per word, read from the word's first piece; words with no piece (truncated) get "O"."""
+    """One tag per word, read from its first piece; words with no piece (truncated) get "O".
+    Runs the model in eval mode, then restores its mode; ``device`` defaults to the model's."""
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     tags = []
@@ -290,7 +271,7 @@ def predict_tags(model, examples: Sequence[NERExample], labels: Sequence[str] = 
 
 
 def entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """(type, start, end) spans, end exclusive, of a BIO2 tag sequence (conlleval's rules for stray I- tags)."""
+    """(type, start, end) spans, end exclusive, of a BIO2 tag sequence (conlleval's rule for stray I-)."""
     spans, start, kind = set(), None, None
     for i, tag in enumerate([*tags, "O"]):
         if tag != "O" and (len(tag) < 3 or tag[:2] not in ("B-", "I-")):
@@ -314,7 +295,7 @@ def entity_scores(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequen
     """Entity-level micro precision / recall / F1 (exact type and span), and per type with support (# true).
 
     Both arguments hold one tag list per sentence. Returns {"precision", "recall", "f1", "support",
-    "per_type": {type: {"precision", "recall", "f1", "support"}}}; a ratio with a zero denominator is 0.
+    "per_type": {type: {the same four}}}; a ratio with a zero denominator is 0.
     """
     if len(true_tags) != len(pred_tags) or (true_tags and isinstance(true_tags[0], str)):
         raise ValueError("entity_scores expects two equally long lists of tag lists, one per sentence "

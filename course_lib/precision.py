@@ -1,5 +1,6 @@
-"""Mixed precision, decided in one place: which autocast dtype a device gets, and whether the
-gradients need a loss scaler. Every training loop of the course uses it the same way::
+"""Mixed precision (Micikevicius et al., 2018), decided in one place: which autocast dtype a device
+gets, and whether the gradients need a loss scaler. The formats are explained in notebook 16.
+Every training loop of the course uses it the same way::
 
     policy = precision_policy(device)      # e.g. Precision(device_type='cuda', dtype=torch.bfloat16)
     scaler = policy.grad_scaler()          # a working GradScaler only for fp16, a pass-through otherwise
@@ -15,13 +16,11 @@ gradients need a loss scaler. Every training loop of the course uses it the same
 
 The choice:
 
-* CUDA with compute capability >= 8.0 (A100, L4, RTX 30xx / 40xx, H100): **bf16** autocast. bf16 has
-  fp32's exponent range, so no scaler is needed.
-* older CUDA cards (Colab's free T4 is 7.5, V100 7.0): **fp16** autocast with a GradScaler. These
-  cards say bf16 is supported, but only by emulation: bf16 convolutions leave cuDNN for slow
-  fallbacks, while fp16 runs on their tensor cores.
-* CPU, Apple's MPS and anything else: **fp32**. (bf16 autocast on a CPU is slower than fp32 on most
-  CPUs without native bf16 units; ``enabled=True`` asks for it anyway.)
+* CUDA with compute capability >= 8.0 (A100, L4, RTX 30xx / 40xx, H100): **bf16**, no scaler needed.
+* older CUDA cards (T4 7.5, V100 7.0): **fp16** with a GradScaler; they emulate bf16 slowly, while
+  fp16 runs on their tensor cores.
+* CPU, Apple's MPS and anything else: **fp32** (bf16 is slower on CPUs without native bf16 units);
+  on a CPU ``enabled=True`` asks for bf16 anyway.
 
 Weights, gradients and optimizer state stay fp32 in every case: autocast only changes the dtype of
 the matrix products and convolutions inside its ``with`` block.
@@ -43,7 +42,7 @@ class Precision:
 
     @property
     def needs_scaler(self) -> bool:
-        """fp16's range ends at 65504 and its smallest normal number is 6e-5: gradients need scaling."""
+        """True for fp16, whose small range (normal numbers 6e-5 .. 65504) needs loss scaling."""
         return self.dtype == torch.float16
 
     def autocast(self):
@@ -60,17 +59,13 @@ class Precision:
         return torch.autocast(device_type=self.device_type, enabled=False)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
-        """A GradScaler that is active only when ``needs_scaler``; disabled, its ``scale`` returns the loss
-        unchanged, ``unscale_`` does nothing and ``step`` is ``optimizer.step()``."""
+        """A GradScaler, active only if ``needs_scaler``; disabled, it passes loss and step through."""
         return torch.amp.GradScaler(self.device_type, enabled=self.needs_scaler)
 
 
 def precision_policy(device: torch.device | str | None = None, enabled: bool | None = None) -> Precision:
-    """The mixed-precision policy for ``device`` (default: the course's device, see ``get_device``).
-
-    ``enabled=None`` chooses as in the module docstring; ``False`` forces fp32; ``True`` uses the
-    device's choice and, on a CPU, bf16.
-    """
+    """The policy for ``device`` (default: ``get_device()``): ``enabled=None`` chooses as in the module
+    docstring, ``False`` forces fp32, ``True`` also picks bf16 on a CPU."""
     if device is None:
         from .device import get_device
 

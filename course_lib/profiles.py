@@ -4,31 +4,22 @@
 - ``cpu``: a laptop, each notebook in under 10 minutes with recognizable results.
 - ``gpu``: one GPU, each notebook in about 15 minutes on a free Colab T4 (estimated until measured).
 
-The switch is the environment variable ``COURSE_PROFILE``; without it the profile is
-``gpu`` when CUDA is available, else ``cpu``. A notebook declares its sizes for all three
-profiles in one cell and reads the active one::
-
-    cfg = sizes(
-        smoke=dict(n_train=2_000, epochs=1),
-        cpu=dict(n_train=60_000, epochs=5),
-        gpu=dict(n_train=60_000, epochs=30),
-    )
-    cfg.epochs  # the value for the active profile
-
-Sizes that every profile shares go in ``common`` once, instead of three times::
+The switch is the environment variable ``COURSE_PROFILE``; without it the profile is ``gpu`` when CUDA
+is available, else ``cpu``. A notebook declares its sizes for all three profiles in one cell, the
+shared ones once in ``common``, and reads the active one::
 
     cfg = sizes(
         common=dict(lr=3e-4, batch_size=128),
         smoke=dict(n_train=2_000, epochs=1),
         cpu=dict(n_train=60_000, epochs=5),
         gpu=dict(n_train=60_000, epochs=30),
+        dry_run=dict(n_train=512, epochs=1),
     )
+    cfg.epochs  # the value for the active profile
 
 A dry run (``COURSE_DRY_RUN=1`` with ``COURSE_PROFILE=gpu``) runs a notebook on a CPU at the ``gpu``
-profile's shapes (widths, depths, batch sizes) with its steps, samples and sweeps capped by the
-notebook's ``dry_run=dict(...)``, so that size-dependent code is exercised before a GPU sees it::
-
-    cfg = sizes(..., gpu=dict(n_train=60_000, epochs=30), dry_run=dict(n_train=512, epochs=1))
+profile's shapes (widths, depths, batch sizes) with its steps, samples and sweeps capped by ``dry_run``,
+so that size-dependent code is exercised before a GPU sees it.
 """
 from __future__ import annotations
 
@@ -96,12 +87,10 @@ class Sizes:
 
 def sizes(profile: str | None = None, common: dict[str, Any] | None = None,
           dry_run: dict[str, Any] | None = None, **per_profile: dict[str, Any]) -> Sizes:
-    """Pick the active profile's sizes from one declaration covering ``smoke``, ``cpu`` and ``gpu``.
+    """The active profile's sizes, from one declaration covering ``smoke``, ``cpu`` and ``gpu``.
 
-    ``common`` holds the sizes shared by all profiles; a key may be in ``common`` or in the
-    profiles, not both. After merging, every profile must name the same keys, so a size can
-    never silently exist in one profile only. ``dry_run`` caps some ``gpu`` sizes for a dry run
-    (``COURSE_DRY_RUN=1``, profile ``gpu``); it is ignored otherwise.
+    A key may be in ``common`` or in the profiles, not both. After merging, every profile must name the
+    same keys, so a size never exists in one profile only. ``dry_run`` is used only in a dry run.
     """
     missing = [p for p in PROFILES if p not in per_profile]
     extra = [p for p in per_profile if p not in PROFILES]

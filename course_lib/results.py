@@ -7,9 +7,8 @@ One JSON file per notebook and profile, ``results/<notebook>/<profile>.json``::
      "metrics": {"test_neg_elbo_nats": 98.4}}
 
 Metric names are snake_case and carry their unit or kind (``_nats``, ``_accuracy``, ``_s``...).
-``COURSE_RESULTS`` redirects the folder (the tests point it at a temporary directory, so
-smoke runs never touch the committed records). ``scripts/update_readme.py`` builds the
-README's tables from these files.
+``COURSE_RESULTS`` redirects the folder (the tests use a temporary one, so smoke runs never touch
+the committed records). ``scripts/update_readme.py`` builds the README's tables from these files.
 """
 from __future__ import annotations
 

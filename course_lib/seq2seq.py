@@ -1,40 +1,24 @@
 """An encoder-decoder Transformer for translation, with greedy and beam-search decoding.
 
-The encoder reads the source sentence with bidirectional self-attention; the decoder writes the
-target one token at a time, with causal self-attention over what it has written and
-cross-attention to the encoder's output (its queries come from the decoder, its keys and values
-from the source)::
+The encoder-decoder Transformer of Vaswani et al. (2017), but pre-norm (the original is post-norm) and with
+GELU feed-forward layers; both stacks end in a LayerNorm.
+Teacher forcing, greedy and beam search and the cross-attention ablations are explained in notebook 11.
+Token ids: ``pad_id`` (masked in attention, ignored by the loss), ``bos_id`` starts every target and
+``eos_id`` ends it, the same ids in both vocabularies; decoding never generates padding or BOS.
 
-    memory = Encoder(src)                                  (B, S, d)   padding keys masked out
-    logits = Decoder(tgt_in, memory)                       (B, T, V_tgt)
-    p(y | x) = prod_t softmax(logits_t)[y_t],   tgt_in = [BOS, y_1 .. y_{T-1}], target = [y_1 .. y_T]
-
-Both stacks are pre-norm (x + sublayer(LN(x))) and end with a LayerNorm. Training uses *teacher
-forcing*: the decoder is fed the true previous tokens, so one forward pass scores the whole
-target; ``seq2seq_loss`` is the cross-entropy with label smoothing that ignores padding::
+Usage::
 
     tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]              # tgt = [BOS, y_1, .., y_n, EOS, PAD, ..]
     loss = seq2seq_loss(model(src, tgt_in), tgt_out, pad_id=config.pad_id, label_smoothing=0.1)
-
-At test time there are no true previous tokens: ``greedy_decode`` takes the most likely token at
-every step; ``beam_search`` keeps the ``beam_size`` best partial translations (by total
-log-probability) and returns the finished one with the best score / length^length_penalty.
-Both use KV caches (the encoder's keys and values are projected once per layer). Neither may
-output the padding or BOS tokens.
-
-Two ablations for "what cross-attention buys": ``Seq2SeqConfig(pool_source=True)`` keeps the
-encoder but hands the decoder only the *mean* of its outputs over the real source tokens, one
-(B, 1, d) vector (cross-attention over a single key: a fixed-size summary, like the pre-attention
-RNN encoder-decoders); ``Seq2SeqConfig(cross_attention=False)`` removes cross-attention and the
-encoder: the decoder is then a language model of target sentences that never sees the source.
-Positions are sinusoidal (``pos_emb="sinusoidal"``, the original Transformer) or learned
-(``"learned"``). Attention maps for plotting::
-
+    model.eval()
+    hyps = beam_search(model, src, beam_size=4, length_penalty=0.6)   # or greedy_decode(model, src)
     logits, attn = model(src, tgt_in, return_attention=True)
     attn["cross"][layer]                                   # (B, H, T, S): target step t looks at source s
+    maps = cross_attention_maps(model, src, hyps.tokens)   # the same for a decoding result
 
-(teacher forcing on the decoded tokens gives exactly the weights that decoding used;
-``cross_attention_maps(model, src, hyp.tokens)`` does that for a decoding result).
+Ablations: ``Seq2SeqConfig(pool_source=True)`` hands the decoder only the mean of the encoder outputs
+over the real source tokens, one (B, 1, d) vector; ``cross_attention=False`` removes the encoder and
+cross-attention, leaving a language model of target sentences.
 """
 from __future__ import annotations
 
@@ -136,8 +120,7 @@ class DecoderBlock(nn.Module):
 
 
 class DecoderCache:
-    """Per decoder layer: a self-attention cache that grows by one position per step, and a
-    cross-attention cache holding the encoder's projected keys and values."""
+    """One self-attention and one cross-attention (encoder keys and values) ``KVCache`` per decoder layer."""
 
     def __init__(self, n_layer: int):
         self.self_attn = [KVCache() for _ in range(n_layer)]
@@ -174,8 +157,8 @@ class Seq2SeqTransformer(nn.Module):
             self.out.weight = self.tgt_emb.weight
 
     def _init_weights(self) -> None:
-        """The original Transformer's scales: token embeddings ~ N(0, 1/d) (times sqrt(d) in ``_embed``, so
-        unit variance like the sinusoids), Linear weights Xavier-uniform (variance 2 / (fan_in + fan_out)), biases 0."""
+        """The original Transformer's scales: token embeddings ~ N(0, 1/d) (times sqrt(d) in ``_embed``,
+        so unit variance like the sinusoids), padding rows 0, Linear weights Xavier-uniform, biases 0."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -222,7 +205,7 @@ class Seq2SeqTransformer(nn.Module):
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor | None, src_mask: torch.Tensor | None,
                cache: DecoderCache | None = None, return_attention: bool = False):
         """tgt_in (B, T) -> logits (B, T, V_tgt). With ``cache`` (from ``new_cache()``) tgt_in holds only the
-        new positions. With ``return_attention`` also {"decoder_self": [...], "cross": [...]}, one per layer."""
+        new positions. ``return_attention`` also returns {"decoder_self": [...], "cross": [...]}."""
         check_tokens(tgt_in, "tgt_in", "length")
         start = 0 if cache is None else len(cache)
         x = self._embed(self.tgt_emb, tgt_in, start)  # (B, T, d)
@@ -260,10 +243,9 @@ class Seq2SeqTransformer(nn.Module):
 
 def seq2seq_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int,
                  label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy over non-padding target tokens: logits (B, T, V), targets (B, T) -> scalar (nats/token).
+    """Mean cross-entropy over non-padding targets: logits (B, T, V), targets (B, T) -> scalar (nats/token).
 
-    With label smoothing eps the target distribution is (1 - eps) on the true token plus eps / V on
-    every token, which discourages over-confident predictions (Szegedy et al., 2016).
+    ``label_smoothing`` eps puts eps / V on every token and 1 - eps on the true one (Szegedy et al., 2016).
     """
     if logits.shape[:2] != targets.shape:
         raise ValueError("logits (B, T, V) and targets (B, T) disagree: "
@@ -278,11 +260,10 @@ def seq2seq_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int,
 
 @torch.no_grad()
 def cross_attention_maps(model: Seq2SeqTransformer, src: torch.Tensor, tokens: torch.Tensor) -> list[torch.Tensor]:
-    """Cross-attention weights behind decoded ``tokens`` (B, L) (e.g. ``Hypotheses.tokens``):
-    one (B, H, L, S) per layer.
+    """Cross-attention weights behind decoded ``tokens`` (B, L) (e.g. ``Hypotheses.tokens``): one (B, H, L, S)
+    per layer, row t = where the decoder looked when it chose token t.
 
-    Row t is where the decoder looked in the source when it chose output token t; the teacher-forced
-    pass on [BOS] + tokens[:-1] gives exactly the weights of step-by-step decoding (the decoder is causal).
+    A teacher-forced pass on [BOS] + tokens[:-1] gives exactly the weights of step-by-step decoding.
     """
     if not model.config.cross_attention:
         raise ValueError("This model has no cross-attention (Seq2SeqConfig(cross_attention=False)).")
@@ -345,13 +326,11 @@ def beam_search(model: Seq2SeqTransformer, src: torch.Tensor, beam_size: int = 4
                 length_penalty: float = 0.0) -> Hypotheses:
     """Beam search: src (B, S) -> the best finished hypothesis per sentence (Hypotheses).
 
-    Each step extends every live hypothesis by every token; a hypothesis that ends with EOS is
-    finished if it ranks among the ``beam_size`` best candidates (so beam_size=1 is exactly greedy),
-    and the ``beam_size`` best candidates that do not end are kept alive. A sentence is done when
-    it has ``beam_size`` finished hypotheses; after ``max_len`` steps the live ones count as
-    finished (truncated). The winner maximises  log p(y | x) / len(y)^length_penalty
-    (0 = plain log-probability, which favours short outputs; ~0.6-1 favours longer ones).
-    Call ``model.eval()`` first.
+    An EOS extension is finished if it ranks among the ``beam_size`` best candidates (so beam_size=1 is
+    exactly greedy); the ``beam_size`` best others stay alive. A sentence is done with ``beam_size``
+    finished hypotheses; after ``max_len`` steps the live ones count as finished (truncated). The winner
+    maximises log p(y | x) / len(y)^length_penalty (0 = plain log-probability, which favours short
+    outputs). Call ``model.eval()`` first.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}.")

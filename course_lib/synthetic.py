@@ -1,32 +1,8 @@
 """Synthetic data for a data-scarce classifier: the pipeline pieces of the capstone (notebook 15).
 
-The question: a classifier has only N labelled images per class. Does adding class-conditional
-samples from a generator (GAN, diffusion) help, compared with classic augmentation, and at what
-cost? The pipeline, one function per stage::
-
-    collect   scarce_subset(x, y, per_class, seed)        exactly N per class, nested across N
-    augment   augment(x, generator, config)               random affine warps (the classic baseline)
-    generate  course_lib.zoo.train / sample               (not here: the course's generators)
-    filter    filter_by_confidence(x, y, classifier, t)   keep samples whose label the classifier believes
-    mix       mix_real_and_extra(...)                     real images repeated to a fixed share of the set
-    evaluate  run_experiment(...) -> rows; summarize(rows); paired_gains(rows)
-    cost      Stopwatch, flops_per_step, money            seconds, FLOPs, an editable price assumption
-    document  DataCard, write_data_card, read_data_card   a data card for the synthetic set
-
-**Confidence intervals.** For k seeds with accuracies a_1..a_k, mean m and sample standard
-deviation s, the Student-t interval is::
-
-    m +- t_{1 - alpha/2, k - 1} * s / sqrt(k)
-
-``t_quantile`` computes the t quantile from scratch (Simpson's rule on the t density, then
-bisection), so the tests can compare it with ``scipy.stats.t``. Two arms run with the same seeds
-are compared through the *paired* differences d_i = a_i(arm) - a_i(real): the same formula on the
-d_i gives the interval of the gain, narrower than comparing two overlapping intervals.
-
-**Cost.** FLOPs of one training step are counted by ``torch.utils.flop_counter.FlopCounterMode``
-(matrix multiplications and convolutions, forward and backward; a Linear layer on a batch of B is
-2 B d_in d_out forward) and multiplied by the number of steps. Money is seconds / 3600 times a
-price per device-hour: ``PRICE_PER_DEVICE_HOUR`` is an assumption to edit, not a quote.
+One section per stage: collect, augment, filter and mix, the experiment (``run_experiment``, then
+``summarize`` and ``paired_gains``, with Student-t intervals), cost and data card; the generators are
+``course_lib.zoo``'s. Notebook 15 poses the question and teaches the intervals, paired gains and cost.
 
 Usage::
 
@@ -70,9 +46,8 @@ PRICE_PER_DEVICE_HOUR = {"cpu": 0.10, "gpu": 2.50}
 def scarce_indices(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
     """Indices of exactly ``per_class`` examples of every class present in y, sorted by class.
 
-    Each class's examples are put in one seeded random order (it depends on the seed and the class
-    only) and the first ``per_class`` are taken, so for one seed the sets are nested:
-    scarce_indices(y, 5, s) is a subset of scarce_indices(y, 50, s).
+    Each class is shuffled in an order that depends only on the seed and the class, and its first
+    ``per_class`` are taken: for one seed, scarce_indices(y, 5, s) is a subset of scarce_indices(y, 50, s).
     """
     y = check_labels(y, len(y), "y")
     if per_class < 1:
@@ -109,9 +84,9 @@ class AugmentConfig:
 def affine_matrices(n: int, config: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """n random 2x3 matrices theta for F.affine_grid, in its normalized coordinates [-1, 1]: (n, 2, 3).
 
-    affine_grid maps each *output* pixel position p to the input position theta @ (p, 1) where it reads:
-    reading at R(angle) p / scale - shift shows the content rotated by -angle, zoomed by ``scale``
-    and moved by +shift (the inverse map). All three are symmetric around the identity.
+    affine_grid reads each *output* pixel p at the input position theta @ (p, 1). Reading at
+    R(angle) p / scale - shift shows the content rotated by -angle, zoomed by ``scale`` and moved by
+    +shift (the inverse map); all three are symmetric around the identity.
     """
     def uniform(high: float) -> torch.Tensor:  # (n,) ~ U(-high, high)
         return (2 * torch.rand(n, generator=generator) - 1) * high
@@ -187,9 +162,8 @@ def filter_by_confidence(images: torch.Tensor, labels: torch.Tensor, classifier:
                          threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep the samples whose intended label the classifier gives probability >= threshold.
 
-    Returns (kept images, kept labels, keep mask (N,) bool). Beware the circularity: a classifier
-    trained on the scarce real set keeps what it already recognises, so the filter removes
-    label noise but also the unfamiliar samples that could have taught the classifier something.
+    Returns (kept images, kept labels, keep mask (N,) bool). It keeps what the classifier already
+    recognises: a circularity (notebook 15).
     """
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold is a probability in [0, 1], got {threshold}.")
@@ -199,12 +173,9 @@ def filter_by_confidence(images: torch.Tensor, labels: torch.Tensor, classifier:
 
 def mix_real_and_extra(x_real: torch.Tensor, y_real: torch.Tensor, x_extra: torch.Tensor, y_extra: torch.Tensor,
                        real_share: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real and extra images in one training set, the real ones repeated so they make up >= real_share of it.
-
-    With 10 real and 200 synthetic images per class, uniform batches would show a real image
-    once in 21 draws; repeating each real image k = ceil(share n_extra / ((1 - share) n_real))
-    times keeps the scarce real data from drowning. No extra images: the real set as it is.
-    """
+    """Real and extra images in one training set, the real ones repeated k times, the least k >= 1 that
+    makes them >= real_share of it, so the scarce real data does not drown. No extra images: the real set
+    as it is."""
     x_real, x_extra = check_images(x_real, "x_real"), check_images(x_extra, "x_extra")
     y_real, y_extra = check_labels(y_real, len(x_real), "y_real"), check_labels(y_extra, len(x_extra), "y_extra")
     if not 0 < real_share < 1:
@@ -384,12 +355,8 @@ class Stopwatch:
 
 def flops_per_step(model: nn.Module, inputs: torch.Tensor, loss_fn: Callable | None = None,
                    backward: bool = True) -> int:
-    """FLOPs of one step, counted by FlopCounterMode: forward, plus backward of loss_fn(model(inputs)).
-
-    Without loss_fn the output's sum is back-propagated. Counts matrix multiplications and
-    convolutions (2 per multiply-add); elementwise work and the optimizer update are not counted.
-    Gradients are set to None again afterwards.
-    """
+    """FLOPs of one step (``train.count_flops``): forward, plus (if ``backward``) backward of
+    loss_fn(model(inputs)), or of the output's sum without loss_fn. Gradients are set to None afterwards."""
     def step():
         out = model(inputs)
         if backward:
@@ -455,8 +422,7 @@ class DataCard:
 def write_data_card(card: DataCard, folder: str | Path) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` into folder, each atomically; returns both paths.
 
-    The JSON is serialized fully before anything is written, so an unserializable field raises
-    and leaves no file behind.
+    An unserializable field raises before anything is written, leaving no file behind.
     """
     folder = Path(folder)
     text = json.dumps(asdict(card), indent=2, allow_nan=True)  # fails here, before any write

@@ -1,41 +1,18 @@
-"""A text-conditioned UNet for latent diffusion: eps_theta(z_t, t, caption), the caption read through cross-attention.
+"""A text-conditioned latent UNet, eps_theta(z_t, t, caption), that reads the caption through cross-attention.
 
-The network predicts the noise in a noisy latent z_t (B, 4, 7, 7) (see ``course_lib.latent``)
-at step t, given a caption as per-token vectors from a frozen text encoder (B, L, 384) with a
-mask (B, L) (True = a real token, False = padding; see ``course_lib.captions``). As in Stable
-Diffusion, the image features *ask* (queries) and the caption's tokens *answer* (keys and values)::
+Inputs: noisy latents z_t (B, 4, 7, 7) (``course_lib.latent``), steps t, and a caption as per-token vectors
+of a frozen text encoder (B, L, 384) with a mask (B, L), True = a real token (``course_lib.captions``).
+The caption enters only through cross-attention, after every ResBlock and in the middle (queries from the
+image, keys and values from the tokens, as in Stable Diffusion; notebook 08b); no pooled text vector joins the
+time embedding. Time embedding and ResBlocks are ``course_lib.unet``'s; by default two levels, 7x7 and 4x4.
 
-    CrossAttention: q = W_q GroupNorm(h) (B, HW, C),   k = W_k LN(c), v = W_v LN(c)  (B, L, C)
-                    (c = the caption's tokens after the model's shared text_proj: (B, L, 384) -> (B, L, 64))
-                    out = h + W_o softmax(q k^T / sqrt(d) with padding keys at -inf) v
+The null caption, for classifier-free guidance and for ``forward(z_t, t)`` without a caption: one learned
+384-d vector in position 0, every other position padding. The unconditional prediction therefore needs
+no text encoder. (Stable Diffusion encodes the empty prompt "" instead.)
 
-so every image position takes its own weighted average of the caption's tokens; the weights are
-the attention maps of ``cross_attention_maps`` (which words each position looks at). Layout for
-the default config (base channels c = 32, ``channel_mults = (1, 2)``), on a 7x7 latent::
-
-    z_t (B, 4, 7, 7) -> stem conv -> (B, c, 7, 7)
-    down:   ResBlock c @7 + attn  --skip-->              up: ResBlock [c + c] -> c @7 + attn
-            downsample 7 -> 4 (stride 2)                      upsample 4 -> 7 (to the skip's size)
-            ResBlock 2c @4 + attn --skip-->                  ResBlock [2c + 2c] -> 2c @4 + attn
-    middle: ResBlock, attn, ResBlock @4
-    out: GroupNorm, SiLU, conv -> (B, 4, 7, 7)
-
-    attn = SelfAttention over the positions (if ``self_attention``; off by default), then CrossAttention
-           to the caption, whose tokens were mapped once to ``context_width`` (LayerNorm, Linear)
-
-Time embedding and ResBlocks are ``course_lib.unet``'s; the caption enters *only* through
-cross-attention (no pooled text vector is added to the time embedding).
-
-The null caption for classifier-free guidance: one learned 384-d vector in position 0, every other
-position padding (mask [True, False, ...]). The unconditional prediction therefore needs no text
-encoder, and training learns what "no caption" means. (Stable Diffusion instead uses the encoding
-of the empty prompt "".) ``forward(z_t, t)`` without a caption uses it.
-
-Reuse of ``course_lib.diffusion``: its loss and samplers call ``model(x_t, t, labels)`` with
-*integer* labels and a null label. ``CaptionConditioned`` adapts a TextUNet to that interface for
-a fixed batch of captions: label i means caption i of the batch, label B the null caption. So
-``text_diffusion_loss`` is ``diffusion_loss`` (condition dropout included) and ``text_ddim_sample``
-is ``ddim_sample`` (guidance included) on that adapter; no diffusion maths is repeated here.
+``CaptionConditioned`` adapts a TextUNet to ``course_lib.diffusion``'s ``model(x_t, t, labels)``, so
+``text_diffusion_loss`` and ``text_ddim_sample`` are ``diffusion_loss`` and ``ddim_sample``, condition
+dropout and guidance included; no diffusion maths is repeated here.
 
 Usage::
 
@@ -43,7 +20,7 @@ Usage::
     loss = text_diffusion_loss(model, schedule, z0, tokens, mask, p_uncond=0.1)    # z0 = s * mu, unit std
     z = text_ddim_sample(model, schedule, tokens, mask, steps=50, guidance_scale=3.0)   # (B, 4, 7, 7)
     images = decode_latents(autoencoder, z, scale=s)
-    maps = cross_attention_maps(model, z_t, t, tokens, mask)   # {layer: (B, h, w, L)}, rows sum to 1 over tokens
+    maps = cross_attention_maps(model, z_t, t, tokens, mask)   # {layer: (B, h, w, L)}, summing to 1 over L
 """
 from __future__ import annotations
 
@@ -64,11 +41,11 @@ from .unet import Downsample, Level, ResBlock, SelfAttention, Upsample, sinusoid
 @dataclass
 class TextUNetConfig:
     in_channels: int = 4  # latent channels
-    base_channels: int = 32  # channels at the latent's resolution; level i has base_channels * channel_mults[i]
+    base_channels: int = 32  # channels at the latent's resolution; level i: base_channels * channel_mults[i]
     channel_mults: tuple[int, ...] = (1, 2)  # one entry per resolution: 7, 4 for a 7x7 latent
     blocks_per_level: int = 1  # ResBlocks per level on the way down (as many on the way up)
     context_dim: int = 384  # size of the text encoder's token vectors (all-MiniLM-L6-v2: 384)
-    context_width: int = 64  # the tokens are first mapped (LayerNorm, Linear) to this size, once for all layers
+    context_width: int = 64  # tokens are first mapped (LayerNorm, Linear) to this size, once for all layers
     heads: int = 4  # attention heads (self and cross); channels must be divisible by it
     # Self-attention before each cross-attention. Off by default: on a 7x7 latent the convs already see
     # the whole latent after the first level, and on a CPU it costs about a third of a training step.
@@ -83,10 +60,10 @@ class TextUNetConfig:
 
 
 class CrossAttention(nn.Module):
-    """Image positions (queries) attend to caption tokens (keys, values), with a key padding mask and a residual.
+    """Image positions (queries) attend to caption tokens (keys, values), padding masked, plus a residual.
 
     x (B, C, H, W), context (B, L, D), mask (B, L) bool (True = real token) -> (B, C, H, W).
-    With ``keep_weights = True`` the attention weights of the last call are kept in ``weights``
+    With ``keep_weights = True`` the last call's attention weights are kept in ``weights``
     (B, heads, H, W, L) (computed by the explicit reference attention instead of the fused kernel).
     """
 
@@ -106,7 +83,7 @@ class CrossAttention(nn.Module):
         key_mask = mask[:, None, None, :]  # (B, 1, 1, L): the same padding hidden from every head and query
         if self.keep_weights:
             out, w = self.attn(q, c, mask=key_mask, return_weights=True)
-            self.weights = w.detach().reshape(B, -1, H, W, w.shape[-1])  # (B, heads, HW, L) -> (B, heads, H, W, L)
+            self.weights = w.detach().reshape(B, -1, H, W, w.shape[-1])  # -> (B, heads, H, W, L)
         else:
             out = self.attn(q, c, mask=key_mask)  # (B, HW, C)
         return x + out.transpose(1, 2).reshape(B, C, H, W)
@@ -166,10 +143,7 @@ class TextUNet(nn.Module):
         self.out_conv = nn.Conv2d(ch, cfg.in_channels, 3, padding=1)
 
     def null_condition(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The null caption for ``batch`` examples, padded to ``length``: tokens (B, L, D), mask (B, L).
-
-        Position 0 holds the learned ``null_token``, the rest is zeros and masked out.
-        """
+        """The null caption for ``batch`` examples, padded to ``length``: tokens (B, L, D), mask (B, L)."""
         tokens = F.pad(self.null_token[None, None, :], (0, 0, 0, length - 1)).expand(batch, -1, -1)  # (B, L, D)
         mask = torch.zeros(batch, length, dtype=torch.bool, device=tokens.device)
         mask[:, 0] = True
@@ -177,9 +151,9 @@ class TextUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted noise: z_t (B, C, h, w), t (B,) ints or one int, context (B, L, D), mask (B, L) -> (B, C, h, w).
+        """Predicted noise (B, C, h, w) in z_t (B, C, h, w) at t ((B,) ints or one int), given the caption.
 
-        ``context=None``: the null caption. ``mask=None``: every token is real.
+        context (B, L, D), mask (B, L). ``context=None``: the null caption; ``mask=None``: all tokens real.
         """
         t, context, mask = self._check_inputs(x, t, context, mask)
         emb = self.time_mlp(sinusoidal_embedding(t, self.config.base_channels))  # (B, d)
@@ -247,10 +221,10 @@ def _keeping_weights(model: TextUNet):
 @torch.no_grad()
 def cross_attention_maps(model: TextUNet, x: torch.Tensor, t: torch.Tensor | int, context: torch.Tensor,
                          mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Cross-attention weights of one forward pass, averaged over heads: {layer name: (B, h_i, w_i, L)} on the CPU.
+    """Cross-attention weights of one eval-mode forward pass, averaged over heads: {layer: (B, h_i, w_i, L)}.
 
-    maps[name][b, i, j, k] = how much position (i, j) of that layer's feature map attends to token k
-    of caption b; each position's weights sum to 1 over the real tokens (0 on padding). Runs in eval mode.
+    maps[name][b, i, j, k] = how much position (i, j) of that layer attends to token k of caption b;
+    each position's weights sum to 1 over the real tokens (0 on padding). On the CPU.
     """
     with eval_mode(model), _keeping_weights(model) as layers:
         model(x, t, context, mask)
@@ -261,10 +235,10 @@ def cross_attention_maps(model: TextUNet, x: torch.Tensor, t: torch.Tensor | int
 
 
 class CaptionConditioned(nn.Module):
-    """``model(x_t, t, labels)`` for ``course_lib.diffusion``: label i = caption i of ``context``, label B = null.
+    """``model(x_t, t, labels)`` for ``course_lib.diffusion``: label i = caption i of ``context``, B = null.
 
-    context (B, L, D) and mask (B, L) hold one caption per row; ``null_label`` = B. A batch of
-    labels (any length, e.g. the doubled batch of guidance) picks its captions by row.
+    context (B, L, D) and mask (B, L) hold one caption per row. A batch of labels (any length, e.g. the
+    doubled batch of guidance) picks its captions by row.
     """
 
     def __init__(self, model: TextUNet, context: torch.Tensor, mask: torch.Tensor | None = None):
@@ -296,9 +270,9 @@ class CaptionConditioned(nn.Module):
 def text_diffusion_loss(model: TextUNet, schedule: NoiseSchedule, z0: torch.Tensor, context: torch.Tensor,
                         mask: torch.Tensor | None = None, p_uncond: float = 0.1,
                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """``diffusion_loss`` with captions: each caption is replaced by the null caption with probability ``p_uncond``.
+    """``diffusion_loss`` with captions, each replaced by the null caption with probability ``p_uncond``.
 
-    z0 (B, C, h, w) latents of about unit std (scaled by the latent scale factor), context (B, L, D), mask (B, L).
+    z0 (B, C, h, w): latents scaled to about unit std (latent scale factor); context (B, L, D), mask (B, L).
     """
     if context.shape[0] != z0.shape[0]:
         raise ValueError(f"One caption per latent: got {context.shape[0]} captions for {z0.shape[0]} latents.")
@@ -308,7 +282,7 @@ def text_diffusion_loss(model: TextUNet, schedule: NoiseSchedule, z0: torch.Tens
 
 def text_ddim_sample(model: TextUNet, schedule: NoiseSchedule, context: torch.Tensor, mask: torch.Tensor | None = None,
                      *, guidance_scale: float = 3.0, progress: bool = False, **settings):
-    """DDIM (``course_lib.diffusion.ddim_sample``) from one caption per sample: returns latents (B, C, h, w).
+    """``ddim_sample`` from one caption per sample: returns latents (B, C, h, w).
 
     guidance_scale w: eps = eps_null + w (eps_caption - eps_null); 1 = plain conditional, 0 = ignore
     the caption. ``settings``: the other keywords of ``ddim_sample`` (steps, eta, generator, ...) but labels.

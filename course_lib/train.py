@@ -7,13 +7,8 @@ the loss (or ``(loss, {"name": value, ...})`` to log more numbers) and calls::
     plot_history(history)
 
 Models whose step is more than "one loss, one optimizer" (a GAN's critic and generator steps, a
-CycleGAN's four networks) write a step function and hand it to ``train_loop``, the one loop behind
-``fit``: it draws the batches, keeps the budget (steps or seconds), the tqdm bar and the loss
-history, checks for inf / NaN, calls back, and saves and resumes checkpoints (atomic writes,
-``torch.load(weights_only=True)``). It waits for the GPU only at logging steps: the losses are read,
-and checked, every ``log_every`` steps, not after every step. Training runs in the device's mixed
-precision (``course_lib.precision``: bf16 on recent GPUs, fp16 with a GradScaler on older ones, fp32
-on CPU); ``optimizer_step`` is the one update (zero, backward, clip, step) that every loop uses.
+CycleGAN's four networks) hand a step function to ``train_loop``, the one loop behind ``fit``. Every
+loop updates with ``optimizer_step``, in the device's mixed precision (``course_lib.precision``).
 """
 from __future__ import annotations
 
@@ -80,8 +75,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 def autocast(device: torch.device, enabled: bool | None = None):
     """Autocast as ``course_lib.precision`` decides for ``device``: bf16 on GPUs of compute capability
-    >= 8.0, fp16 on older ones (train those with ``precision_policy(device).grad_scaler()``), none
-    on CPU unless asked (``enabled=True``: bf16)."""
+    >= 8.0, fp16 on older ones (with ``precision_policy(device).grad_scaler()``), none on CPU unless
+    ``enabled=True`` (bf16)."""
     return precision_policy(device, enabled).autocast()
 
 
@@ -101,8 +96,8 @@ def eval_mode(model):
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Fraction of the rows of ``x`` (N, ...) whose argmax logit equals ``labels`` (N,), batch by batch,
-    in eval mode (the model's mode is restored afterwards)."""
+    """Fraction of the rows of ``x`` (N, ...) whose argmax logit equals ``labels`` (N,), in eval mode
+    (the model's mode is restored afterwards)."""
     device = next(model.parameters()).device
     labels = check_labels(torch.as_tensor(labels).cpu(), len(x))  # (N,)
     correct = 0
@@ -132,16 +127,14 @@ def count_flops(fn: Callable[[], Any]) -> int:
 class EMA:
     """An exponential moving average of a model's weights (Polyak averaging), for sampling.
 
-    After each optimizer step, ``update(model)`` moves every shadow weight a step towards the live one::
+    After each optimizer step, ``update(model)`` moves every shadow weight towards the live one::
 
         shadow <- d * shadow + (1 - d) * weight,    d = min(decay, (1 + n) / (10 + n))
 
-    where n counts the updates so far. The warm-up term keeps the average from being dominated by the
-    random initial weights in short runs. Floating-point buffers (BatchNorm's running mean and variance)
-    are averaged like the weights; integer buffers (its batch counter) are copied. The
-    average of the last ~1 / (1 - decay) steps smooths out the noise of SGD, which matters most for
-    generators: a diffusion model sampled from its EMA weights gives far better samples than the same
-    run's last weights. ``model_copy()`` returns a new model holding the averaged weights.
+    with n the updates so far: the warm-up keeps the random initial weights from dominating short runs.
+    Floating-point buffers (BatchNorm's running statistics) are averaged too; integer ones are copied.
+    Averaging the last ~1 / (1 - decay) steps smooths out SGD's noise: a diffusion model samples far
+    better from its EMA weights than from its last ones. ``model_copy()`` holds the averaged weights.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
@@ -156,7 +149,7 @@ class EMA:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for k, v in model.state_dict().items():
             if v.is_floating_point():
-                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)  # shadow = d shadow + (1 - d) w
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 self.shadow[k].copy_(v)
         self.updates += 1
@@ -184,7 +177,8 @@ def save_checkpoint(path: str | Path, **state: Any) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True`` (tensors and plain
+    data only); a missing or unreadable file raises with the fix."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}. Train first, or check the path.")
@@ -210,9 +204,8 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
                    grad_clip: float | None = None, params: Iterable[torch.Tensor] | None = None) -> None:
     """One update: zero the gradients, backpropagate ``loss`` (scaled for fp16), clip, step.
 
-    ``scaler`` is ``precision_policy(device).grad_scaler()``: it scales the loss so that small fp16
-    gradients survive, and is a pass-through for bf16 and fp32. Clipping acts on the true (unscaled)
-    gradients of ``params`` (default: the parameters this optimizer updates).
+    ``scaler`` is ``precision_policy(device).grad_scaler()``, a pass-through for bf16 and fp32. Clipping
+    acts on the true (unscaled) gradients of ``params`` (default: the parameters this optimizer updates).
     """
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -250,22 +243,20 @@ def train_loop(
     ``step_fn(batches, step, progress)`` runs one training step, drawing as many batches as it needs
     from ``batches`` (an endless iterator over ``data``, each batch already on ``device``), and returns
     the numbers to log as a dict of tensors (or floats). ``progress`` in [0, 1] is the share of the
-    budget used so far, for schedules that follow it. The loop does the rest, once for every model:
+    budget used so far. The loop does the rest:
 
     - the budget: ``steps`` optimizer steps, or ``seconds`` of training time, or both (whichever ends
-      first); a tqdm bar shows steps, or percent of a time budget;
+      first), with a tqdm bar;
     - logging: every ``log_every`` steps (and at the last step) the values are read into ``history`` and
-      checked for inf / NaN. These are the only moments that wait for the GPU. ``on_nonfinite``:
-      "raise" a FloatingPointError, or "stop" the run and set ``history.diverged`` (a learning-rate
-      search wants the diverged run's score, not an exception);
-    - ``callback(step)`` after every ``callback_every`` steps, or at ``callback_points`` moments evenly
-      spread over the budget; its time is not counted as training time;
+      checked for inf / NaN; only then does it wait for the GPU. ``on_nonfinite``: "raise" a
+      FloatingPointError, or "stop" the run and set ``history.diverged`` (for a learning-rate search);
+    - ``callback(step)`` every ``callback_every`` steps, or at ``callback_points`` moments spread evenly
+      over the budget; its time is not training time;
     - ``checkpoint``: resume from the file if it exists, save every ``checkpoint_every`` steps and at the
-      end. ``state`` names what to save (objects with ``state_dict``/``load_state_dict``: models,
-      optimizers, schedulers, an EMA, a GradScaler).
+      end (atomically). ``state`` names what to save: objects with ``state_dict``/``load_state_dict``.
 
-    ``start_step`` continues a run from that step. Returns ``history``; during and after the run
-    ``history.step`` is the number of steps done and ``history.seconds`` the training time of this call.
+    ``start_step`` continues a run from that step. Returns ``history``; ``history.step`` is the number of
+    steps done and ``history.seconds`` the training time of this call, during and after the run.
     """
     if steps is None and seconds is None:
         raise ValueError("train_loop needs a budget: steps=..., seconds=..., or both.")
@@ -353,15 +344,13 @@ def fit(
 ) -> History:
     """Train ``model`` on ``loss_fn(model, batch)`` over ``data`` (cycled as often as needed).
 
-    ``loss_fn`` returns the loss, or ``(loss, {"name": value, ...})`` to log more numbers. The budget is
-    ``steps`` optimizer steps or ``seconds`` of training (or both). Learning rate: ``scheduler`` (a torch
-    scheduler, stepped after every step) or ``schedule(progress)``, a multiplier of each parameter
-    group's initial rate as a function of the share of the budget used (e.g. ``cosine_schedule()``;
-    the one to use with a time budget). ``ema`` (an :class:`EMA`) is updated after every step.
-    ``amp``: None = the device's mixed precision (``course_lib.precision``), False = fp32, True = mixed
-    precision also on a CPU (bf16). The remaining keywords go to :func:`train_loop` (``history``,
-    ``log_every``, ``desc``, ``progress``, ``start_step``, ``callback``, ``checkpoint``,
-    ``on_nonfinite``, ...); a checkpoint holds the model, optimizer, scheduler, EMA and GradScaler.
+    ``loss_fn`` returns the loss, or ``(loss, {"name": value, ...})`` to log more numbers. Budget:
+    ``steps`` and / or ``seconds``. Learning rate: ``scheduler`` (a torch scheduler, stepped after every
+    step) or ``schedule(progress)``, a multiplier of each group's initial rate as a function of the share
+    of the budget used (e.g. ``cosine_schedule()``; the one for a time budget). ``ema`` is updated after
+    every step. ``amp``: None = the device's mixed precision (``course_lib.precision``), False = fp32,
+    True = mixed precision also on a CPU (bf16). Other keywords go to :func:`train_loop`; a checkpoint
+    holds the model, optimizer, scheduler, EMA and GradScaler.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).train()

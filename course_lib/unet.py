@@ -1,8 +1,8 @@
-"""A small UNet that predicts the noise in a noisy image: eps_theta(x_t, t, label).
+"""A small UNet that predicts the noise in a noisy image: eps_theta(x_t, t, label); notebook 07 explains it.
 
-The network maps an image-shaped tensor x_t (B, C, H, W), an integer diffusion step t (B,) and,
-optionally, a class label (B,) to a tensor of the same shape as x_t. The layout, for the default
-config on 28x28 MNIST (base channels c = 32, ``channel_mults = (1, 2, 2)``)::
+It maps x_t (B, C, H, W), an integer step t (B,) and, optionally, a class label (B,) to a tensor of
+x_t's shape. H and W must be divisible by 2 ** (len(channel_mults) - 1), i.e. by 4 for three levels.
+The layout, for the default config on 28x28 MNIST (base channels c = 32, ``channel_mults = (1, 2, 2)``)::
 
     x (B, 1, 28, 28) -> stem conv -> (B, c, 28, 28)
     down:   ResBlock c  @28  --skip-->                       up: ResBlock [c + c]   -> c   @28
@@ -13,17 +13,9 @@ config on 28x28 MNIST (base channels c = 32, ``channel_mults = (1, 2, 2)``)::
     middle: ResBlock, attention, ResBlock @7
     out: GroupNorm, SiLU, conv -> (B, 1, 28, 28)
 
-- Time embedding: t -> sinusoidal features (as in the Transformer's positional encoding) -> MLP,
-  a vector of size 4c that every ResBlock adds (after a linear map) to its feature maps.
-- Class conditioning (``num_classes = K``): an embedding table with K + 1 rows is added to the
-  time embedding; row K is the "null" label meaning "no class", used for unconditional
-  predictions in classifier-free guidance (see ``course_lib.diffusion.guided_eps``).
-- ResBlock: GroupNorm -> SiLU -> conv -> (+ time/class embedding) -> GroupNorm -> SiLU ->
-  dropout -> conv, plus the input (through a 1x1 conv when the channel count changes).
-- Self-attention over the H*W positions runs only at the lowest resolution (7x7 = 49 tokens
-  for MNIST), where it is cheap, via ``F.scaled_dot_product_attention``.
-
-H and W must be divisible by 2 ** (len(channel_mults) - 1), i.e. by 4 for three levels.
+Every ResBlock adds a linear map of the time embedding (sinusoidal features of t -> MLP, size 4c). With
+``num_classes = K`` a label embedding with K + 1 rows is added to it; row K is the null label ("no class"),
+used for the unconditional prediction of classifier-free guidance (``course_lib.diffusion.guided_eps``).
 
 Usage::
 
@@ -65,10 +57,8 @@ class UNetConfig:
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal features of the step t: (B,) -> (B, dim) = [sin(t w_0..), cos(t w_0..)].
-
-    w_i = max_period ** (-i / (dim / 2)), i = 0 .. dim/2 - 1: frequencies from 1 down to 1/max_period.
-    """
+    """Sinusoidal features of the step t: (B,) -> (B, dim) = [sin(t w_i), cos(t w_i)], i = 0 .. dim/2 - 1,
+    w_i = max_period ** (-i / (dim / 2)): frequencies from 1 down to 1/max_period."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = t.float()[:, None] * freqs[None, :]  # (B, half)

@@ -1,22 +1,10 @@
 """A variational autoencoder (VAE) for binarized images: Gaussian encoder, Bernoulli decoder.
 
-The model (Kingma & Welling, 2014)::
-
-    p(z)       = N(0, I)                                  prior, z in R^latent_dim
-    p(x | z)   = prod_j Bernoulli(x_j ; sigmoid(logits_j(z)))   decoder, x in {0, 1}^784
-    q(z | x)   = N(mu(x), diag(sigma(x)^2))               encoder (the approximate posterior)
-
-It is trained by maximizing the evidence lower bound (ELBO) on log p(x), in nats per example::
-
-    ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z))  <=  log p(x)
-
-with z = mu + sigma * eps, eps ~ N(0, I) (the reparameterization trick), so gradients flow into
-mu and sigma. ``iwae_bound`` gives the tighter importance-weighted bound (Burda et al., 2016)::
-
-    L_k(x) = E[ log (1/k) sum_i p(x, z_i) / q(z_i | x) ],   z_i ~ q(z | x)
-    ELBO = L_1 <= L_k <= L_{k+1} <= log p(x)
-
-and ``-L_k`` with k in the thousands is the usual estimate of a VAE's negative log-likelihood.
+Prior p(z) = N(0, I), encoder q(z | x) = N(mu, diag(exp(logvar))), decoder p(x | z): independent
+Bernoulli pixels x in {0, 1}^input_dim, given by their logits. Log-likelihoods and bounds are in nats
+per example. The model and its ELBO (Kingma & Welling, 2014) are derived in notebook 03, as is the
+importance-weighted bound of ``iwae_bound`` (Burda et al., 2016): ELBO = L_1 <= L_k <= log p(x);
+-L_k with k in the thousands is the usual estimate of a VAE's negative log-likelihood.
 
 Usage::
 
@@ -93,20 +81,13 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag(sigma^2)) || N(0, I)) in closed form, summed over the last dim: (N, D) -> (N,).
-
-    KL = 1/2 sum_d (mu_d^2 + sigma_d^2 - 1 - log sigma_d^2)
-    """
+    """KL(N(mu, diag(sigma^2)) || N(0, I)) in closed form, summed over the last dim: (N, D) -> (N,)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)  # (N,)
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log p(x | z) = sum_j [x_j log s_j + (1 - x_j) log(1 - s_j)], s = sigmoid(logits): (..., P) -> (...).
-
-    ``logits`` and ``x`` broadcast against each other.
-
-    Computed as minus the binary cross-entropy with logits (numerically stable), summed over pixels.
-    """
+    ``logits`` and ``x`` broadcast against each other; computed stably from the logits."""
     logits, x = torch.broadcast_tensors(logits, x)  # e.g. (k, N, P) logits against (N, P) images
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
@@ -125,8 +106,8 @@ class ELBOTerms(NamedTuple):
 def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> ELBOTerms:
     """Per-example ELBO terms in nats for binary x (N, input_dim) or (N, 1, 28, 28).
 
-    ELBO(x) = E_q[log p(x | z)] - beta * KL(q(z | x) || p(z)); the expectation is estimated
-    with one reparameterized sample, the KL is exact. ``beta`` != 1 gives the beta-VAE objective.
+    ELBO(x) = E_q[log p(x | z)] - beta * KL(q(z | x) || p(z)); the expectation is estimated with one
+    reparameterized sample, the KL is exact. ``beta`` != 1: the beta-VAE objective (Higgins et al., 2017).
     """
     x = x.flatten(1)  # (N, input_dim)
     logits, mu, logvar = model(x, generator)  # (N, input_dim), (N, D), (N, D)
@@ -137,15 +118,12 @@ def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, generator: torch.Genera
 
 def iwae_bound(model: VAE, x: torch.Tensor, k: int, chunk: int = 64,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Importance-weighted lower bound on log p(x), in nats: (N, input_dim) -> (N,).
+    """Importance-weighted lower bound L_k on log p(x), in nats: (N, input_dim) -> (N,).
 
-    L_k(x) = log (1/k) sum_{i=1..k} w_i,   w_i = p(x | z_i) p(z_i) / q(z_i | x),   z_i ~ q(z | x)
-
-    computed in log space as logsumexp_i(log w_i) - log k. The decoder runs on ``chunk`` samples at
-    a time, so memory grows with chunk * N * input_dim, not k * N * input_dim; the noise for all k
-    samples is drawn first (k * N * latent_dim numbers, small), so the result does not depend on
-    ``chunk``. With k = 1 this is a one-sample estimate of the ELBO whose expectation is the ELBO.
-    For many images, call it on batches of x (see ``iwae_nll``).
+    L_k(x) = log (1/k) sum_i w_i, w_i = p(x | z_i) p(z_i) / q(z_i | x), z_i ~ q(z | x), computed in log space.
+    The decoder runs on ``chunk`` samples at a time (memory ~ chunk * N * input_dim); the noise for all k
+    samples is drawn first, so the result does not depend on ``chunk``. k = 1: a one-sample ELBO estimate.
+    For many images use ``iwae_nll``.
     """
     x = x.flatten(1)  # (N, P)
     mu, logvar = model.encode(x)  # (N, D) each
@@ -187,10 +165,8 @@ def neg_elbo(model: VAE, x: torch.Tensor, batch_size: int = 1000,
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Dynamic binarization: each pixel becomes 1 with probability equal to its intensity in [0, 1].
-
-    x_bin = 1[u < x],  u ~ Uniform[0, 1)  (a Bernoulli(x) draw; fresh draws each call). Same shape as x.
-    """
+    """Dynamic binarization: each pixel of x in [0, 1] becomes 1 with probability x (a Bernoulli(x) draw,
+    fresh at each call). Same shape as x."""
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (u < x).to(x.dtype)
 

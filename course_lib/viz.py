@@ -76,9 +76,8 @@ def animate(frames: Sequence, draw: Callable | None = None, interval: int = 200,
             titles: Sequence[str] | None = None, figsize=(4, 4), dpi: int = 72):
     """An inline Jupyter animation (HTML with play controls) of ``frames``.
 
-    By default each frame is a batch of images drawn as a grid; pass ``draw(ax, frame)``
-    to draw anything else (for example a 2D scatter of samples). Frames are embedded as
-    PNGs at ``dpi``, so keep their number modest (a dozen or two) to keep notebooks small.
+    Each frame is a batch of images, drawn as a grid, unless ``draw(ax, frame)`` draws it (e.g. a 2D
+    scatter). Frames are embedded as PNGs at ``dpi``: a dozen or two keep the notebook small.
     """
     from IPython.display import HTML
 

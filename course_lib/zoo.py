@@ -1,31 +1,16 @@
-"""Quick, profile-sized recipes for every image generator of the course (notebooks 14-15).
+"""Quick, profile-sized recipes for every image generator of the course (notebooks 04-05, 07-08, 14-15).
 
-One call trains a model family on images x (N, 1, 28, 28) in [0, 1] and one call samples from it.
-The recipes reuse the course's own networks, losses and settings; nothing is re-implemented here:
+One call trains a model on images x (N, 1, 28, 28) in [0, 1]; every trained model then samples with
+``sample(n, labels=None, generator=None)``: (n, 1, 28, 28) floats in [0, 1] on the CPU. Networks, losses
+and settings are the course's own, each from the notebook that teaches it: vae (03), dcgan (04), cgan and
+wgan_gp (05), ddpm (07) and cfg (08). ``RECIPES`` holds their settings; ``FAMILIES`` says how each family
+(VAE, GAN, diffusion) is built, trained and sampled.
 
-    name      network (course_lib)                         recipe (from the notebook that teaches it)
-    vae       vae.VAE, MLP 784-512-32                      03: -ELBO on dynamically binarized pixels, Adam 1e-3,
-                                                               cosine lr decay; samples are the decoder's pixel means
-    dcgan     gan.Generator / Discriminator, width 32     04: non-saturating loss, Adam 2e-4, betas (0.5, 0.999)
-    cgan      the same with num_classes=10             05: + projection discriminator, label embeddings N(0, 0.02)
-    wgan_gp   the same, critic with LayerNorm          05: Wasserstein loss + gradient penalty 10, 5 critic steps
-                                                               per generator step, Adam 1e-4, betas (0.5, 0.9)
-    ddpm      unet.UNet, base 16 channels, T = 1000    07: the simple eps loss, AdamW 1.5e-3, warm-up + cosine lr,
-                                                               gradient clipping 1, an EMA of the weights (0.999);
-                                                               sampled with DDIM (20 steps, eta = 0)
-    cfg       the same with num_classes=10             08: + label dropout p_uncond = 0.2; sampled with
-                                                               classifier-free guidance (scale w = 2 by default)
-
-A "step" is one optimizer step of the model that is sampled (for the GANs: one generator step, after
-1 or 5 discriminator steps). Every recipe draws mini-batches from seeded epoch permutations of x; with
-fewer than ``batch_size`` images the batch holds each image about once (at least 2 images, for BatchNorm).
-Training is deterministic given ``seed`` on one device and leaves the global random state untouched.
-The three families (VAE, GAN, diffusion) are one table, ``FAMILIES``: how each is built, trained and sampled.
-
-Every trained model has one interface, ``sample(n, labels=None, generator=None)``, giving (n, 1, 28, 28)
-floats in [0, 1] on the CPU. Reference models, trained much longer by ``scripts/train_reference.py`` with
-the same code, ship in ``course_lib/weights/`` (listed with their recipes and measured metrics in
-``references.json``) and load offline by name, checked by sha256.
+A "step" is one optimizer step of the sampled model (for the GANs: one generator step, after 1 or 5
+discriminator steps). Training is deterministic given ``seed`` on one device and leaves the global random
+state untouched. Reference models, trained much longer with the same code (``scripts/train_reference.py``),
+ship in ``course_lib/weights/`` (recipes and metrics in ``references.json``) and load offline by name,
+checked by sha256.
 
 Usage::
 
@@ -36,7 +21,7 @@ Usage::
     reference = zoo.load("cfg_mnist")                                        # a shipped reference model
     run = zoo.Run("ddpm", x, steps=10_000); run.advance(500); run.state_dict()  # train in segments, resume
     tuned = zoo.train("cfg", x_few, y_few, steps=250, init_from="cfg_mnist")  # fine-tune a reference
-    flops = zoo.train_flops_per_step("ddpm", batch_size=64)                  # forward + backward FLOPs of one step
+    flops = zoo.train_flops_per_step("ddpm", batch_size=64)                  # FLOPs of one training step
 """
 from __future__ import annotations
 
@@ -94,13 +79,12 @@ RECIPES = {
 class Trained:
     """A trained generator behind one interface: ``sample(n, labels=None, generator=None)``.
 
-    ``sample`` gives (n, 1, 28, 28) floats in [0, 1] on the CPU for every family; a diffusion model
-    carries its noise schedule and sampler settings (``ddim_steps``, ``eta``, ``guidance_scale``) in
-    ``extra``, so it is sampled like the others.
+    A diffusion model carries its noise schedule and sampler settings (``ddim_steps``, ``eta``,
+    ``guidance_scale``) in ``extra``, so it is sampled like the others.
     """
 
     name: str  # one of MODELS
-    model: nn.Module  # the VAE, the generator, or the UNet (eval mode; the EMA weights when the recipe keeps them)
+    model: nn.Module  # the VAE, the generator or the UNet (eval mode; EMA weights if the recipe keeps them)
     steps: int  # optimizer steps of that model
     train_seconds: float  # measured wall time of training
     extra: dict = field(default_factory=dict)  # settings used; "schedule" (NoiseSchedule) for diffusion
@@ -113,11 +97,10 @@ class Trained:
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                batch_size: int = 500, **settings) -> torch.Tensor:
-        """``n`` images (n, 1, 28, 28) in [0, 1] on the CPU (a diffusion model trained on other sizes gives
-        its ``extra["image_shape"]``); ``labels`` (n,) for conditional models
-        (ignored by the others, so one loop can sample every model). Noise comes from ``generator``
-        (a CPU generator: the same samples on every device). ``settings`` override the diffusion
-        sampler's (ddim_steps, eta, guidance_scale) for this call."""
+        """``n`` images (n, 1, 28, 28) in [0, 1] on the CPU (a diffusion model trained on other sizes: its
+        ``extra["image_shape"]``); ``labels`` (n,) for conditional models, ignored by the others, so one
+        loop can sample every model. Noise comes from ``generator``, a CPU generator (default: seed 0):
+        the same samples on every device. ``settings`` override the diffusion sampler's for this call."""
         if n < 1:
             raise ValueError(f"sample: n must be >= 1, got {n}.")
         labels = _check_labels(self.name, labels, n, f"sample({self.name!r})")
@@ -301,11 +284,10 @@ FAMILIES = {
 class Run:
     """A training run that can be advanced a few steps at a time, checkpointed and resumed.
 
-    ``steps`` is the length the learning-rate schedule is planned for. ``advance(k)`` trains k more
-    steps; ``state_dict()`` / ``load_state_dict()`` hold everything needed to continue exactly
-    (weights, optimizers, schedule, EMA, random state, batch order, history), so a run interrupted and
-    resumed gives the same weights as one that was not. ``trained()`` gives the sampler-ready model.
-    The global random state is left untouched.
+    ``steps`` is the length the learning-rate schedule is planned for; ``advance(k)`` trains k more.
+    ``state_dict()`` holds everything needed to continue exactly (weights, optimizers, schedule, EMA, random
+    state, batch order, history): a resumed run gives the same weights as an uninterrupted one. ``trained()``
+    gives the sampler-ready model. The global random state is left untouched.
     """
 
     def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor | None = None, *, steps: int, batch_size: int = 64,
@@ -337,7 +319,7 @@ class Run:
             self.family.start(self)
             self.rng = torch.random.get_rng_state()
             self.cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        # fine-tuning: copy trained weights in place (the optimizer holds these tensors), before the EMA starts
+        # fine-tuning: copy weights in place (the optimizer holds these tensors), before the EMA starts
         self.init_from = self._load_initial_weights(init_from, source) if source is not None else None
         self.ema = EMA(self.model, self.recipe.ema_decay) if self.recipe.ema_decay > 0 else None
         x = from_unit(x) if self.family is not FAMILIES["vae"] else x  # GANs and diffusion work in [-1, 1]
@@ -345,8 +327,8 @@ class Run:
                                 self.batch_size, seed)
 
     def _load_initial_weights(self, init_from: str | Trained, trained: Trained) -> str:
-        """Start from a trained model's weights (fine-tuning) instead of a random initialisation: a reference
-        name or a ``Trained`` of the same model name with the same network config. Returns its name."""
+        """Copy in the weights of a reference name or a ``Trained`` with the same model name and network
+        config (fine-tuning). Returns its label."""
         label = init_from if isinstance(init_from, str) else f"a trained {trained.name!r}"
         if trained.name != self.name or asdict(trained.model.config) != asdict(self.model.config):
             raise ValueError(f"init_from: {label} is a {trained.name!r} with {trained.model.config}; this run builds a "
@@ -356,8 +338,8 @@ class Run:
         return label
 
     def _image_shape(self, x: torch.Tensor) -> tuple:
-        """(1, 28, 28), or for diffusion any (1, H, W) with H and W divisible by 4 (the UNet halves them twice):
-        notebook 08's spectrograms are (1, 32, 32)."""
+        """(1, 28, 28), or for diffusion any (1, H, W) with H and W divisible by 4 (the UNet halves them
+        twice): notebook 08's spectrograms are (1, 32, 32)."""
         shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) and x.ndim == 4 else IMAGE_SHAPE
         ok = self.family is FAMILIES["diffusion"] and shape[0] == 1 and shape[1] % 4 == 0 and shape[2] % 4 == 0
         return shape if ok else IMAGE_SHAPE
@@ -440,12 +422,12 @@ def train(name: str, x: torch.Tensor, y: torch.Tensor | None = None, *, steps: i
           lr: float | None = None, width: int | None = None, ema_decay: float | None = None,
           device: torch.device | str | None = None, seed: int = 0, progress: bool = True,
           init_from: str | Trained | None = None) -> Trained:
-    """Train model ``name`` for ``steps`` steps on images x (N, 1, 28, 28) in [0, 1].
+    """Train model ``name`` for ``steps`` steps on images x (N, 1, 28, 28) in [0, 1]: a whole ``Run``.
 
-    y (N,) int64 labels are required for "cgan" and "cfg" and ignored by the other models.
-    ``lr``, ``width`` and ``ema_decay`` override the recipe's defaults (see ``RECIPES``). ``init_from``
-    (a reference name such as "cfg_mnist", or a ``Trained``) fine-tunes those weights instead of
-    starting from a random initialisation; the optimizer, schedule and EMA start fresh.
+    y (N,) int64 labels are required for "cgan" and "cfg", ignored by the others. ``batch_size`` is capped
+    at N (at least 2, for BatchNorm). ``lr``, ``width`` and ``ema_decay`` override the recipe (``RECIPES``).
+    ``init_from`` (a reference name such as "cfg_mnist", or a ``Trained``) fine-tunes those weights; the
+    optimizer, schedule and EMA start fresh.
     """
     run = Run(name, x, y, steps=steps, batch_size=batch_size, lr=lr, width=width, ema_decay=ema_decay, device=device,
               seed=seed, init_from=init_from)
@@ -457,9 +439,9 @@ def train(name: str, x: torch.Tensor, y: torch.Tensor | None = None, *, steps: i
 
 def sample(trained: Trained, n: int, labels: torch.Tensor | None = None, *, seed: int = 0,
            ddim_steps: int | None = None, guidance_scale: float | None = None, batch_size: int = 500) -> torch.Tensor:
-    """``trained.sample(n, labels, generator=torch.Generator().manual_seed(seed))``: the same seed gives the
-    same samples. Diffusion models use DDIM (x0 clipped to [-1, 1]) with the model's own settings unless
-    ``ddim_steps`` or the guidance scale w (1: plain conditional, 0: unconditional) are given."""
+    """``trained.sample(n, labels, generator=torch.Generator().manual_seed(seed))``: the same seed, the same
+    samples. Diffusion models use DDIM (x0 clipped to [-1, 1]) with their own settings unless ``ddim_steps``
+    or the guidance scale w (1: plain conditional, 0: unconditional) are given."""
     settings = {k: v for k, v in dict(ddim_steps=ddim_steps, guidance_scale=guidance_scale).items() if v is not None}
     return trained.sample(n, labels, torch.Generator().manual_seed(seed), batch_size=batch_size, **settings)
 
@@ -468,12 +450,8 @@ def sample(trained: Trained, n: int, labels: torch.Tensor | None = None, *, seed
 
 
 def train_flops_per_step(trained_or_name: Trained | str, batch_size: int = 64, width: int | None = None) -> float:
-    """FLOPs of one training step (forward and backward passes, all discriminator steps included).
-
-    Counted by ``course_lib.train.count_flops`` around ``train(..., steps=1)`` on random images, so it counts
-    exactly what ``train`` runs: matrix products and convolutions (2 FLOPs per multiply-add); element-wise
-    work and the optimizer's updates are not counted. ``width`` defaults to the trained model's or the recipe's.
-    """
+    """FLOPs of one training step, forward and backward, all discriminator steps included (``count_flops``
+    around ``train(..., steps=1)`` on random images); ``width`` defaults to the model's or the recipe's."""
     if isinstance(trained_or_name, Trained):
         name, width = trained_or_name.name, width if width is not None else trained_or_name.extra.get("width")
     else:

@@ -1,17 +1,12 @@
-"""The Free Spoken Digit Dataset (FSDD): 3,000 recordings of spoken digits as float tensors.
+"""The Free Spoken Digit Dataset (FSDD): 3,000 recordings of spoken digits as float32 tensors in [-1, 1].
 
-Each recording is an 8 kHz mono 16-bit wav file named ``{digit}_{speaker}_{index}.wav``
-(6 speakers x 10 digits x 50 takes). Files are read with the standard library's ``wave``
-module and numpy, so no audio library is needed, and scaled to float32 in [-1, 1].
+Files ``fsdd/recordings/{digit}_{speaker}_{index}.wav`` under the data root, 8 kHz mono 16-bit:
+6 speakers x 10 digits x 50 takes, read with the standard library's ``wave`` and numpy (no audio library).
+The dataset's own split: takes 0-4 of every speaker and digit are the test set (300), 5-49 train (2,700).
 
-The dataset's own split convention: takes 0-4 of every speaker and digit are the test set
-(300 recordings), takes 5-49 the training set (2,700 recordings).
-
-The list of recordings comes from ``SHA256SUMS``, so a missing file is noticed and every
-file is checked by sha256 (once per process). When recordings are missing and downloads are
-allowed, the dataset's GitHub archive is downloaded and its ``recordings/*.wav`` extracted
-into a temporary folder that is renamed into place, so an interrupted extraction leaves
-nothing half-written behind.
+The recordings are listed in ``SHA256SUMS`` and each is checked by sha256 (once per process). Missing
+ones are extracted, when downloads are allowed, from the dataset's GitHub archive into a temporary
+folder that is renamed into place, so an interrupted extraction leaves nothing half-written.
 """
 from __future__ import annotations
 
@@ -146,9 +141,8 @@ def _fix_length(x: torch.Tensor, length: int) -> torch.Tensor:
 def load_fsdd(split: str = "train", length: int | None = None) -> AudioSplit:
     """Free Spoken Digit Dataset: 2,700 train / 300 test recordings (``split="all"``: 3,000).
 
-    Waveforms keep their own lengths (1,148 to 18,262 samples at 8 kHz) unless ``length`` is
-    given, in which case each is cropped or zero-padded at the end to ``length`` samples
-    (8000 = one second) and they are stacked into one (N, length) tensor.
+    Waveforms keep their own lengths (1,148 to 18,262 samples) unless ``length`` is given: then each is
+    cropped or zero-padded at the end to ``length`` samples (8000 = one second), stacked to (N, length).
     """
     check_choice(split, FSDD_SPLITS, "split")
     if length is not None and length <= 0:

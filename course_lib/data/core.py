@@ -1,14 +1,10 @@
 """Where the course's data lives, how it is checked, and how it is fetched.
 
-One setting decides where datasets are read from: the environment variable
-``COURSE_DATA`` (default: the ``data/`` folder of a source checkout, else
-``~/.cache/genai-course/data``). Every file the course reads is listed with its
-sha256 in ``SHA256SUMS`` next to this module and checked before use, so a
-truncated or altered file is caught with a message that names it.
-
-Downloads happen only when they are allowed (``COURSE_OFFLINE`` unset or 0) and
-are written to a temporary file that is renamed into place only once complete,
-so an interrupted download never leaves a half-written file behind.
+The data root is the environment variable ``COURSE_DATA`` (default: the ``data/`` folder of a source
+checkout, else ``~/.cache/genai-course/data``). Every file the course reads is listed with its sha256
+in ``SHA256SUMS`` next to this module and checked before use, with a message that names a bad file.
+Downloads happen only when allowed (not when ``COURSE_OFFLINE`` is 1, true or yes) and go to a temporary file renamed
+into place once complete, so an interrupted download never leaves a half-written file.
 """
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""MNIST and Fashion-MNIST as preloaded tensors, read through torchvision's own dataset classes.
+"""MNIST and Fashion-MNIST as preloaded tensors: ``x`` (N, 1, 28, 28) float32 in [0, 1], labels ``y`` (N,).
 
-Preloading the whole split as one uint8 tensor (47 MB for MNIST train) and scaling once is
-far faster on a CPU than a per-image PIL transform pipeline, and it is what every notebook
-of the course needs: ``x`` in [0, 1] with shape (N, 1, 28, 28) and integer labels ``y``.
+Read through torchvision's dataset classes and scaled once: far faster on a CPU than per-image transforms.
 """
 from __future__ import annotations
 

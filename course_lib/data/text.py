@@ -1,15 +1,8 @@
-"""The course's text datasets, read from the data root and checked by sha256.
+"""The course's text datasets: Tiny Shakespeare, the Complete Tang Poems, CoNLL-2003 NER, Multi30k.
 
-* Tiny Shakespeare: one character-level corpus with its vocabulary and the usual
-  90% / 10% train / validation split, already encoded as token-id tensors.
-* Complete Tang poems (chinese-poetry project): a list of poems for character-level
-  generation, either all 57,607 poems or the classic "300 Tang poems" selection.
-* CoNLL-2003 English NER: sentences as (tokens, BIO2 tags).
-* Multi30k task 1: aligned English / German / French image captions as sentence pairs.
-
-Every file is looked up under the data root (``COURSE_DATA``) with the same relative
-path as the offline copy, checked against ``SHA256SUMS``, and downloaded from its public
-source (atomically) when it is missing and downloads are allowed.
+Each file lives under the data root (``COURSE_DATA``) at the offline copy's relative path, is checked
+against ``SHA256SUMS``, and is downloaded (atomically) from a pinned public source when it is missing
+and downloads are allowed.
 """
 from __future__ import annotations
 
@@ -26,9 +19,7 @@ import torch
 from ..checks import check_choice
 from .core import DATA_ENV, DataError, fetch, manifest
 
-# ---------------------------------------------------------------------------------------
-# Tiny Shakespeare
-# ---------------------------------------------------------------------------------------
+# -------------------------------------------------------------------- Tiny Shakespeare
 
 _SHAKESPEARE_REL = "tinyshakespeare/input.txt"
 # Every source is pinned to a commit whose files have the sha256 of SHA256SUMS (a branch would move under it).
@@ -94,9 +85,7 @@ def load_tiny_shakespeare(val_fraction: float = 0.1) -> CharCorpus:
     return CharCorpus(text=text, chars=chars, train=data[:n_train], val=data[n_train:])
 
 
-# ---------------------------------------------------------------------------------------
-# Complete Tang poems
-# ---------------------------------------------------------------------------------------
+# -------------------------------------------------------------------- Complete Tang poems
 
 _TANG_DIR = "chinese-poetry/全唐诗"
 _TANG_URL = ("https://raw.githubusercontent.com/chinese-poetry/chinese-poetry/"
@@ -152,9 +141,7 @@ def poem_texts(poems: Iterable[Poem], sep: str = "") -> list[str]:
     return [sep.join(p.lines) for p in poems]
 
 
-# ---------------------------------------------------------------------------------------
-# CoNLL-2003 NER
-# ---------------------------------------------------------------------------------------
+# -------------------------------------------------------------------- CoNLL-2003 NER
 
 CONLL_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 _CONLL_URL = ("https://raw.githubusercontent.com/heathher/Named-Entity-Recognition/"
@@ -201,9 +188,7 @@ def load_conll2003(split: str = "train") -> list[Sentence]:
     return sentences
 
 
-# ---------------------------------------------------------------------------------------
-# Multi30k
-# ---------------------------------------------------------------------------------------
+# -------------------------------------------------------------------- Multi30k
 
 MULTI30K_LANGUAGES = ("en", "de", "fr")
 _MULTI30K_FILES = {"train": "train", "val": "val", "test": "test_2016_flickr"}
