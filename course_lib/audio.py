@@ -1,24 +1,20 @@
-"""Audio as images: log-mel spectrograms, their inversion with Griffin-Lim, a spoken-digit classifier.
+"""Audio as images: log-mel spectrograms, Griffin-Lim inversion, a spoken-digit classifier (notebook 08).
 
-Diffusion models for audio often work on a **log-mel spectrogram**, an image with frequency on one
-axis and time on the other, and turn it back into sound afterwards. The pipeline, in torch only::
+The pipeline, in torch only::
 
     waveform (N, L) --stft--> power |X(f, n)|^2 (N, F, frames),  F = n_fft / 2 + 1
                     --mel filterbank--> mel power (N, n_mels, frames)
                     --10 log10, clamp to [db_min, db_max], scale--> image in [-1, 1]
 
-- STFT: a periodic Hann window of ``n_fft`` samples every ``hop_length`` samples, centred
-  (``center=True``), so a clip of L samples has 1 + L // hop_length frames. A cosine of amplitude A
-  at the centre frequency of bin k has |X_k| = A * sum(window) / 2 = A * n_fft / 4.
-- Mel scale (HTK): mel(f) = 2595 log10(1 + f / 700), roughly linear below 1 kHz and logarithmic
-  above, like the ear. ``mel_filterbank`` places n_mels + 2 points evenly on the mel axis between
-  f_min and f_max; filter m is a triangle rising from point m to point m + 1 and falling to point
-  m + 2 (peak 1, no area normalisation), evaluated at the FFT bin frequencies k * sample_rate / n_fft.
-- Inversion: mel power -> linear power by the pseudo-inverse of the filterbank (clamped at 0), the
-  square root gives a magnitude, and **Griffin-Lim** (1984) finds a phase for it: alternate between
-  "a spectrogram with the wanted magnitude" and "the spectrogram of an actual signal" (istft, then
-  stft), keeping the phase each time. ``momentum`` > 0 is the "fast Griffin-Lim" of Perraudin et
-  al. (2013), which converges in far fewer iterations.
+- STFT: a periodic Hann window of ``n_fft`` samples every ``hop_length`` samples, centred, so a clip
+  of L samples has 1 + L // hop_length frames. A cosine of amplitude A at the centre frequency of
+  bin k has |X_k| = A * sum(window) / 2 = A * n_fft / 4.
+- Mel filters (HTK scale, ``hz_to_mel``): n_mels + 2 points evenly spaced in mel between f_min and
+  f_max; filter m is a triangle rising from point m to point m + 1 and falling to point m + 2 (peak 1,
+  no area normalisation), evaluated at the FFT bin frequencies k * sample_rate / n_fft.
+- Inversion: mel power -> linear power through the filterbank's pseudo-inverse (clamped at 0), its
+  square root as the magnitude, and a phase found by Griffin-Lim (Griffin and Lim, 1984); with
+  ``momentum`` > 0, the fast Griffin-Lim of Perraudin et al. (2013).
 
 Usage::
 
@@ -161,11 +157,11 @@ def griffin_lim(
     length: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """A waveform whose STFT magnitude approximates ``magnitude`` (N, n_freqs, frames): (N, length).
+    """A waveform (N, length) whose STFT magnitude approximates ``magnitude`` (N, n_freqs, frames).
 
-    Starts from random phases and repeats: build the spectrogram magnitude * phase, go to a signal
-    and back (istft, stft), keep the new phase. ``momentum`` extrapolates the phase update (fast
-    Griffin-Lim); 0 gives the original algorithm, whose error never increases.
+    Random initial phases (drawn on the CPU from ``generator``), then ``iters`` rounds of istft and stft,
+    each keeping the new phase. ``momentum`` 0 is the original algorithm, whose error never increases.
+    ``length`` None: (frames - 1) * hop_length.
     """
     if magnitude.ndim != 3 or magnitude.shape[1] != config.n_freqs:
         raise ValueError(f"Expected magnitudes (N, {config.n_freqs}, frames), got {tuple(magnitude.shape)}.")
@@ -204,10 +200,9 @@ class ClassifierConfig:
 
 
 class DigitClassifier(nn.Module):
-    """A small CNN for log-mel images (B, 1, n_mels, frames) -> (B, n_classes) logits.
+    """A small CNN: log-mel images (B, 1, n_mels, frames) -> (B, n_classes) logits.
 
-    Each stage: 3x3 conv, BatchNorm, ReLU, 2x2 max-pool; then the mean over the remaining
-    positions (so any input size divisible by 2 ** stages works), dropout and a linear layer.
+    Conv stages, then the mean over positions, so any H and W divisible by 2 ** stages work.
     """
 
     def __init__(self, config: ClassifierConfig | None = None):
@@ -229,15 +224,18 @@ class DigitClassifier(nn.Module):
 
 def train_digit_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int = 500, batch_size: int = 64,
                            lr: float = 2e-3, seed: int = 20, device: torch.device | str = "cpu") -> DigitClassifier:
-    """A ``DigitClassifier`` trained on spectrogram images (N, 1, H, W) in [-1, 1] with labels (N,): AdamW,
-    warm-up then cosine decay, random time shifts of up to 3 frames as augmentation. Deterministic for a
-    ``seed`` (weights, batches, shifts, dropout); the global random state is left untouched. Mixed precision
-    as ``course_lib.precision`` chooses for ``device``."""
+    """A ``DigitClassifier`` trained on spectrogram images (N, 1, H, W) in [-1, 1] with labels (N,).
+
+    AdamW, warm-up then cosine decay, random time shifts of up to 3 frames. Deterministic for a ``seed``
+    (weights, batches, shifts, dropout); the global random state is left untouched. Mixed precision as
+    ``course_lib.precision`` chooses for ``device``.
+    """
     if images.ndim != 4 or len(images) != len(labels):
         raise ValueError(f"train_digit_classifier: expected images (N, 1, H, W) and labels (N,), got "
                          f"{tuple(images.shape)} and {tuple(labels.shape)}.")
     x, y = images.to(device), labels.to(device)
-    with torch.random.fork_rng(devices=[]):
+    forked = [x.device] if x.device.type == "cuda" else []  # manual_seed reseeds CUDA too: fork it as well
+    with torch.random.fork_rng(devices=forked, device_type="cuda"):
         torch.manual_seed(seed)
         clf = DigitClassifier()
         opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
