@@ -663,11 +663,21 @@ def ref_width(name: str) -> int:
     return references()[name]["recipe"]["width"]
 
 
-def ref_guided(name: str) -> bool:
-    """Whether a reference's stored sampler runs guided (two network passes per step): w not in (0, 1)."""
+def passes(w: float) -> int:
+    """Network passes per sampler step at guidance scale w: one at w = 0 or 1, two otherwise."""
+    return 1 if w in (0.0, 1.0) else 2
+
+
+def ref_scale(name: str) -> float:
+    """The guidance scale a shipped reference samples at (its manifest's stored sampler setting)."""
     from course_lib.zoo import references
 
-    return references()[name]["recipe"].get("sampler", {}).get("guidance_scale", 1.0) not in (0.0, 1.0)
+    return references()[name]["recipe"].get("sampler", {}).get("guidance_scale", 1.0)
+
+
+def ref_guided(name: str) -> bool:
+    """Whether a reference's stored sampler runs guided (two network passes per step)."""
+    return passes(ref_scale(name)) == 2
 
 
 def loops_07(c):
@@ -686,16 +696,20 @@ def loops_08(c):
     b, K = c.sample_batch, 10
     batches = lambda n: math.ceil(n / b)  # noqa: E731
     live = lambda g: unet_sample(c.base_channels, b, K)  # noqa: E731
-    ref_guided = lambda g: unet_sample(ref_width("cfg_mnist"), min(b, c.ref_n), K, guided=True)  # noqa: E731
+    # one pass per unit: a guided step counts twice (its batch holds 2B images)
+    ref_pass = lambda g: unet_sample(ref_width("cfg_mnist"), min(b, c.ref_n), K)  # noqa: E731
+    w_ref = ref_scale("cfg_mnist")  # the spot checks sample both models at the reference's own scale
+    ref_passes = (sum(c.ref_steps) * passes(w_ref) + sum(passes(w) for w in c.ref_scales) * c.ref_sweep_steps
+                  + 2 * c.ref_sweep_steps * passes(2.0)) * batches(c.ref_n)  # spot checks, sweep, null-label pitfall
+    ref_passes += 2 * c.clip_steps * passes(2.0) * batches(c.clip_n)  # the clipping pitfall, at w = 2
     audio_shape = (1, 32, 32)  # (channels, mel bands, frames) of course_lib.audio's default spectrogram
     return [
         Loop("conditional UNet", c.train_steps, lambda g: unet_step(c.base_channels, c.batch_size, g, K)),
         Loop("DDIM steps sweep, live model", sum(c.ddim_steps) * batches(c.n_fcd) + 2 * 20 * batches(c.n_fcd),
              live, amp=False),
-        Loop("guided sampling, live model", sum(c.ref_steps) * batches(c.ref_n),
-             lambda g: unet_sample(c.base_channels, min(b, c.ref_n), K, guided=True), amp=False),
-        Loop("guided sampling, reference", (sum(c.ref_steps) + len(c.ref_scales) * c.ref_sweep_steps)
-             * batches(c.ref_n) + 2 * c.clip_steps * batches(c.clip_n), ref_guided, amp=False),
+        Loop("spot checks, live model", sum(c.ref_steps) * passes(w_ref) * batches(c.ref_n),
+             lambda g: unet_sample(c.base_channels, min(b, c.ref_n), K), amp=False),
+        Loop("sampling, reference (network passes)", ref_passes, ref_pass, amp=False),
         Loop("audio UNet", c.audio_steps,
              lambda g: unet_step(c.audio_channels, c.audio_batch, g, K, audio_shape, ema=False)),
         Loop("audio sampling", 4 * c.audio_sample_steps,
@@ -773,16 +787,18 @@ def loops_14(c):
     from course_lib.zoo import RECIPES
 
     B = c.batch_size
-    n_settings = len(c.sweep_ddim_steps) + len(c.sweep_guidance) - 1
-    cfg_sweep_steps = sum(c.sweep_ddim_steps) + (len(c.sweep_guidance) - 1) * c.ddim_steps  # + 1 DDPM setting
+    w_ref = ref_scale("cfg_mnist")  # the sweep: every step count at the stored scale, then the other scales
+    others = [w for w in c.sweep_guidance if w != w_ref]
+    n_settings = len(c.sweep_ddim_steps) + len(others)
+    cfg_sweep_passes = sum(c.sweep_ddim_steps) * passes(w_ref) + sum(passes(w) for w in others) * c.ddim_steps
     batches = math.ceil(c.n_sweep / 500)
     return [
         Loop("DCGAN (zoo recipe)", c.live_steps["dcgan"],
              lambda g: dcgan_step(c.live_widths["dcgan"] or RECIPES["dcgan"].width, 64, B, g)),
         Loop("DDPM (zoo recipe)", c.live_steps["ddpm"],
              lambda g: unet_step(c.live_widths["ddpm"] or RECIPES["ddpm"].width, B, g)),
-        Loop(f"cfg reference samplers ({n_settings} settings)", cfg_sweep_steps * batches,
-             lambda g: unet_sample(ref_width("cfg_mnist"), 500, 10, guided=True), amp=False),
+        Loop(f"cfg reference samplers ({n_settings} settings, network passes)", cfg_sweep_passes * batches,
+             lambda g: unet_sample(ref_width("cfg_mnist"), 500, 10), amp=False),
         Loop("DDPM reference sampler (1 setting)", c.ddim_steps * batches,
              lambda g: unet_sample(ref_width("ddpm_mnist"), 500), amp=False),
         Loop("cfg reference samples for scoring", math.ceil(c.n_eval / 500) * c.ddim_steps,

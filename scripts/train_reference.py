@@ -3,6 +3,8 @@
     python scripts/train_reference.py cfg_mnist                # one model (see REFERENCES below)
     python scripts/train_reference.py --list                   # the recipes
     python scripts/train_reference.py cfg_mnist --device cuda  # minutes on a GPU
+    python scripts/train_reference.py cfg_mnist --study        # then its sampler study: the guidance sweep,
+                                                               # the chosen scale scored and adopted, the steps
 
 A reference model is a course model trained far longer than a notebook's ``cpu`` budget allows, through
 exactly the code the notebooks use (``course_lib.zoo.Run``), deterministically from a seed. Training is
@@ -160,21 +162,13 @@ def _save_study(name: str, part: dict) -> None:
 def study(name: str, parts: list[str], sweep_n: int) -> None:
     """The sampler study of reference ``name`` (a diffusion model), stored as ``study`` in its manifest entry:
     "steps" (FCD over DDIM step counts, n = STUDY["n"]), "sweep" (guidance scales at sweep_steps, n = sweep_n,
-    conditional models) and "best" (the sweep's best scale re-scored with best_n samples)."""
+    conditional models), "best" (the chosen scale re-scored with best_n samples) and "adopt" (the chosen scale
+    becomes the reference's stored sampler setting; ``adopt_chosen_scale``)."""
     entry = zoo.references()[name]
     dataset = entry["dataset"]
     test_x, test_y = test_images(dataset)
     ref_stats = fcd.image_statistics(test_x, dataset)
     trained = zoo.load(name, device="cpu")
-    if "steps" in parts:
-        n = STUDY["n"]
-        train_x = LOADERS[dataset]("train").x
-        idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(5))[:n]
-        real = fcd.frechet_distance(*fcd.image_statistics(train_x[idx], dataset), *ref_stats)
-        steps = {str(k): score(trained, dataset, ref_stats, n, seed=3, ddim_steps=k) for k in STUDY["steps"]}
-        print(json.dumps(steps), flush=True)
-        _save_study(name, {"n": n, "fcd_reference": "all 10,000 test images", "real_train_fcd_same_n": round(real, 3),
-                           "ddim_steps": steps})
     if "sweep" in parts and trained.conditional:
         # each scale's samples are scored twice: against the test images (what is reported) and against the
         # training images ("fcd_train", what chooses the scale, so that no test score picks a setting)
@@ -188,13 +182,58 @@ def study(name: str, parts: list[str], sweep_n: int) -> None:
                                         "chosen_by": "lowest fcd_train (FCD against all 60,000 training images)"},
                            "real_test_within_class_spread": round(within_class_spread(test_x, test_y), 4)})
     if "best" in parts and trained.conditional:
-        # the scale with the lowest FCD against the training images (at sweep_steps), scored with best_n samples
-        by_scale = zoo.references()[name]["study"]["guidance"]["by_scale"]
-        best_w = min(by_scale.items(), key=lambda kv: kv[1]["fcd_train"])[0]
+        # the chosen scale (at sweep_steps), scored once with best_n samples
         best = score(trained, dataset, ref_stats, STUDY["best_n"], seed=6, ddim_steps=STUDY["sweep_steps"],
-                     guidance_scale=float(best_w))
+                     guidance_scale=chosen_scale(name))
         print(f"best: {best}", flush=True)
         _save_study(name, {"best": best})
+    if "adopt" in parts and trained.conditional:
+        adopt_chosen_scale(name, dataset, ref_stats)
+    if "steps" in parts:  # after "adopt": at the sampler setting the reference now stores
+        trained = zoo.load(name, device="cpu")
+        n = STUDY["n"]
+        train_x = LOADERS[dataset]("train").x
+        idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(5))[:n]
+        real = fcd.frechet_distance(*fcd.image_statistics(train_x[idx], dataset), *ref_stats)
+        steps = {str(k): score(trained, dataset, ref_stats, n, seed=3, ddim_steps=k) for k in STUDY["steps"]}
+        print(json.dumps(steps), flush=True)
+        _save_study(name, {"n": n, "fcd_reference": "all 10,000 test images", "real_train_fcd_same_n": round(real, 3),
+                           "ddim_steps": steps})
+
+
+def chosen_scale(name: str) -> float:
+    """The guidance scale the sweep chose: the lowest FCD against the training images ("fcd_train"), so that
+    no test score picks a setting."""
+    by_scale = zoo.references()[name]["study"]["guidance"]["by_scale"]
+    return float(min(by_scale.items(), key=lambda kv: kv[1]["fcd_train"])[0])
+
+
+def adopt_chosen_scale(name: str, dataset: str, ref_stats) -> None:
+    """Make the chosen scale the reference's own sampler setting: rewrite its weights file with that default
+    (the weights stay bit-identical, checked), then re-measure ``final`` and ``check`` with it and record both,
+    with the new sha256, in the manifest. A no-op on the weights when the scale is already the stored one."""
+    manifest = zoo.references()
+    entry = manifest[name]
+    w, old_w = chosen_scale(name), entry["recipe"]["sampler"]["guidance_scale"]
+    trained = zoo.load(name, device="cpu")
+    trained.extra["guidance_scale"] = w
+    path = zoo.WEIGHTS_DIR / entry["file"]
+    zoo.save(trained, path, half=True)
+    again = zoo.load(path, device="cpu")
+    for (key, a), b in zip(trained.model.state_dict().items(), again.model.state_dict().values()):
+        if not torch.equal(a, b):
+            raise RuntimeError(f"{name}: re-saving changed the weights of {key}; restore the file from git.")
+    final = score(again, dataset, ref_stats, entry["final"]["n"], seed=entry["final"]["seed"])
+    check = score(again, dataset, ref_stats, CHECK["n"], CHECK["seed"], ddim_steps=CHECK["ddim_steps"])
+    print(f"final {entry['final']} -> {final}\ncheck {entry['check']} -> {check}", flush=True)
+    entry.update(sha256=sha256_of(path), size_bytes=path.stat().st_size, final=final, check=check)
+    entry["recipe"]["sampler"]["guidance_scale"] = w
+    if w != old_w:
+        entry["note"] = (f"The sampler's guidance scale is the one the study chose on the training images (w = {w:g}; "
+                         f"the recipe first stored w = {old_w:g}). The curve was measured during training with "
+                         f"w = {old_w:g} and DDIM 10; final and check were measured with w = {w:g}.")
+    with atomic_write(zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
+        json.dump(dict(sorted(manifest.items())), f, indent=1)
 
 
 def main() -> None:
@@ -202,7 +241,8 @@ def main() -> None:
     parser.add_argument("name", nargs="?", choices=sorted(REFERENCES))
     parser.add_argument("--list", action="store_true", help="print the recipes and exit")
     parser.add_argument("--study", action="store_true", help="run the sampler study of a trained diffusion reference")
-    parser.add_argument("--study-parts", default="steps,sweep,best", help="which parts of the study to run")
+    parser.add_argument("--study-parts", default="sweep,best,adopt,steps",
+                        help="which parts of the study to run (they run in this order)")
     parser.add_argument("--sweep-n", type=int, default=STUDY["n"], help="samples per guidance scale in the study")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--segment", type=int, default=250, help="steps between checkpoints")
