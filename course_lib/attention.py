@@ -8,8 +8,9 @@ may attend** (False = masked out), broadcastable to (B, H, T, S); a float mask i
 scores (0 = attend, -inf = masked). Careful: ``torch.nn.MultiheadAttention``'s ``key_padding_mask``
 uses the opposite convention (True = ignore this key).
 
-A query row whose keys are all masked comes out as NaN. Padding masks mask keys only, so this
-happens only for a sequence made entirely of padding.
+A query row whose keys are all masked comes out as NaN in ``scaled_dot_product_attention`` here (and in
+``MultiHeadAttention`` with ``return_weights=True``); torch's fused kernel, ``MultiHeadAttention``'s default
+path, returns 0 for it. Padding masks mask keys only, so this happens only for a sequence of all padding.
 
 Positions: ``sinusoidal_positions`` (Vaswani et al., 2017; the default of ``course_lib.seq2seq``),
 learned absolute (``nn.Embedding`` in ``course_lib.gpt``, as in GPT-2), and rotary, RoPE (Su et al.,
