@@ -118,7 +118,8 @@ def from_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights N(0, 0.02), norm scales N(1, 0.02), biases 0. Use with ``model.apply``."""
+    """DCGAN initialisation: conv and linear weights N(0, 0.02) and biases 0; BatchNorm2d / GroupNorm scales
+    N(1, 0.02) and shifts 0 (BatchNorm1d and LayerNorm keep PyTorch's defaults). Use with ``model.apply``."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
