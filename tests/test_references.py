@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,23 @@ def test_missing_and_corrupt_weights_give_clear_errors(tmp_path, monkeypatch):
         zoo.load("nope")  # a bare name that is not shipped, not "no checkpoint at nope"
 
 
+
+
+def test_the_guidance_scale_is_chosen_on_training_images_and_stored_with_the_weights(monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_reference
+
+    # the rule: the lowest FCD against the training images, even where the test images would pick another scale
+    fake = {"m": {"study": {"guidance": {"by_scale": {"1": {"fcd": 9.0, "fcd_train": 5.0},
+                                                      "2": {"fcd": 4.0, "fcd_train": 6.0}}}}}}
+    monkeypatch.setattr(train_reference.zoo, "references", lambda: fake)
+    assert train_reference.chosen_scale("m") == 1.0
+    monkeypatch.undo()
+    # every shipped reference with a guidance study samples at the scale it chose, and its "best" is that scale
+    studied = [name for name, e in MANIFEST.items() if "guidance" in e.get("study", {})]
+    assert studied, "no reference has a guidance study"
+    for name in studied:
+        chosen = train_reference.chosen_scale(name)
+        assert MANIFEST[name]["recipe"]["sampler"]["guidance_scale"] == chosen, name
+        assert MANIFEST[name]["study"]["best"]["guidance_scale"] == chosen, name
+        assert zoo.load(name, device="cpu").extra["guidance_scale"] == chosen, name
