@@ -663,9 +663,10 @@ def ref_width(name: str) -> int:
     return references()[name]["recipe"]["width"]
 
 
-def passes(w: float) -> int:
-    """Network passes per sampler step at guidance scale w: one at w = 0 or 1, two otherwise."""
-    return 1 if w in (0.0, 1.0) else 2
+def passes(w: float, labels_dropped_at_0: bool = False) -> int:
+    """Network passes per guided sampler step at scale w (``diffusion.guided_eps``): one at w = 1, two otherwise;
+    also one at w = 0 where the caller samples without labels there (notebook 08's ``sample_digits``)."""
+    return 1 if w == 1.0 or (w == 0.0 and labels_dropped_at_0) else 2
 
 
 def ref_scale(name: str) -> float:
@@ -696,20 +697,22 @@ def loops_08(c):
     b, K = c.sample_batch, 10
     batches = lambda n: math.ceil(n / b)  # noqa: E731
     live = lambda g: unet_sample(c.base_channels, b, K)  # noqa: E731
-    # one pass per unit: a guided step counts twice (its batch holds 2B images)
-    ref_pass = lambda g: unet_sample(ref_width("cfg_mnist"), min(b, c.ref_n), K)  # noqa: E731
+    # one pass per unit: a guided step counts twice (its batch holds 2B images); sample_digits drops the labels at w = 0
+    ref_pass = lambda n: lambda g: unet_sample(ref_width("cfg_mnist"), min(b, n), K)  # noqa: E731
     w_ref = ref_scale("cfg_mnist")  # the spot checks sample both models at the reference's own scale
-    ref_passes = (sum(c.ref_steps) * passes(w_ref) + sum(passes(w) for w in c.ref_scales) * c.ref_sweep_steps
-                  + 2 * c.ref_sweep_steps * passes(2.0)) * batches(c.ref_n)  # spot checks, sweep, null-label pitfall
-    ref_passes += 2 * c.clip_steps * passes(2.0) * batches(c.clip_n)  # the clipping pitfall, at w = 2
+    p = lambda w: passes(w, labels_dropped_at_0=True)  # noqa: E731
+    ref_passes = (sum(c.ref_steps) * p(w_ref) + sum(p(w) for w in c.ref_scales) * c.ref_sweep_steps
+                  + 2 * c.ref_sweep_steps * p(2.0)) * batches(c.ref_n)  # spot checks, sweep, null-label pitfall
     audio_shape = (1, 32, 32)  # (channels, mel bands, frames) of course_lib.audio's default spectrogram
     return [
         Loop("conditional UNet", c.train_steps, lambda g: unet_step(c.base_channels, c.batch_size, g, K)),
         Loop("DDIM steps sweep, live model", sum(c.ddim_steps) * batches(c.n_fcd) + 2 * 20 * batches(c.n_fcd),
              live, amp=False),
-        Loop("spot checks, live model", sum(c.ref_steps) * passes(w_ref) * batches(c.ref_n),
+        Loop("spot checks, live model", sum(c.ref_steps) * p(w_ref) * batches(c.ref_n),
              lambda g: unet_sample(c.base_channels, min(b, c.ref_n), K), amp=False),
-        Loop("sampling, reference (network passes)", ref_passes, ref_pass, amp=False),
+        Loop("sampling, reference (network passes)", ref_passes, ref_pass(c.ref_n), amp=False),
+        Loop("clipping pitfall, reference (w = 2)", 2 * c.clip_steps * p(2.0) * batches(c.clip_n),
+             ref_pass(c.clip_n), amp=False),
         Loop("audio UNet", c.audio_steps,
              lambda g: unet_step(c.audio_channels, c.audio_batch, g, K, audio_shape, ema=False)),
         Loop("audio sampling", 4 * c.audio_sample_steps,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -90,6 +91,7 @@ REFERENCES = {
 # The sampler study of a class-conditional diffusion reference (notebook 08 shows it): FCD against all
 # test images over DDIM step counts, and the guidance sweep with class accuracy and within-class spread.
 STUDY = dict(n=2_000, steps=[5, 10, 20, 50, 100], sweep_steps=20, scales=[0.0, 1.0, 1.5, 2.0, 3.0, 4.0], best_n=10_000)
+STUDY_PARTS = ("sweep", "best", "adopt", "steps")  # the order they run in
 CHECK = dict(n=200, seed=0, ddim_steps=10)  # the small fixed-seed sample that tests/test_references.py re-scores
 SEED = 0
 SAMPLE_BATCH = 250  # images per sampler call (smaller batches run faster per image on a CPU)
@@ -210,28 +212,37 @@ def chosen_scale(name: str) -> float:
 
 def adopt_chosen_scale(name: str, dataset: str, ref_stats) -> None:
     """Make the chosen scale the reference's own sampler setting: rewrite its weights file with that default
-    (the weights stay bit-identical, checked), then re-measure ``final`` and ``check`` with it and record both,
-    with the new sha256, in the manifest. A no-op on the weights when the scale is already the stored one."""
+    (the weights stay bit-identical, checked), re-measure ``final`` and ``check`` with it and record both, with
+    the new sha256, in the manifest. Nothing is rewritten when the scale is already the stored one. The new file
+    replaces the old one only just before the manifest is written, so an interrupted run leaves both as they were."""
     manifest = zoo.references()
     entry = manifest[name]
     w, old_w = chosen_scale(name), entry["recipe"]["sampler"]["guidance_scale"]
+    if w == old_w:
+        print(f"{name}: the chosen scale w = {w:g} is already the stored one; nothing to adopt", flush=True)
+        return
+    curve_w = entry.setdefault("curve_guidance_scale", old_w)  # the scale the training curve was measured at
     trained = zoo.load(name, device="cpu")
     trained.extra["guidance_scale"] = w
     path = zoo.WEIGHTS_DIR / entry["file"]
-    zoo.save(trained, path, half=True)
-    again = zoo.load(path, device="cpu")
+    new_path = path.with_name(path.name + ".new")
+    zoo.save(trained, new_path, half=True)
+    again = zoo.load(new_path, device="cpu")
     for (key, a), b in zip(trained.model.state_dict().items(), again.model.state_dict().values()):
         if not torch.equal(a, b):
-            raise RuntimeError(f"{name}: re-saving changed the weights of {key}; restore the file from git.")
+            new_path.unlink()
+            raise RuntimeError(f"{name}: re-saving changed the weights of {key}; nothing was replaced.")
     final = score(again, dataset, ref_stats, entry["final"]["n"], seed=entry["final"]["seed"])
     check = score(again, dataset, ref_stats, CHECK["n"], CHECK["seed"], ddim_steps=CHECK["ddim_steps"])
     print(f"final {entry['final']} -> {final}\ncheck {entry['check']} -> {check}", flush=True)
-    entry.update(sha256=sha256_of(path), size_bytes=path.stat().st_size, final=final, check=check)
+    entry.update(sha256=sha256_of(new_path), size_bytes=new_path.stat().st_size, final=final, check=check)
     entry["recipe"]["sampler"]["guidance_scale"] = w
-    if w != old_w:
+    entry.pop("note", None)
+    if w != curve_w:
         entry["note"] = (f"The sampler's guidance scale is the one the study chose on the training images (w = {w:g}; "
-                         f"the recipe first stored w = {old_w:g}). The curve was measured during training with "
-                         f"w = {old_w:g} and DDIM 10; final and check were measured with w = {w:g}.")
+                         f"the curve was measured during training with w = {curve_w:g} and DDIM 10); final and "
+                         f"check were measured with w = {w:g}.")
+    os.replace(new_path, path)
     with atomic_write(zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
         json.dump(dict(sorted(manifest.items())), f, indent=1)
 
@@ -241,8 +252,8 @@ def main() -> None:
     parser.add_argument("name", nargs="?", choices=sorted(REFERENCES))
     parser.add_argument("--list", action="store_true", help="print the recipes and exit")
     parser.add_argument("--study", action="store_true", help="run the sampler study of a trained diffusion reference")
-    parser.add_argument("--study-parts", default="sweep,best,adopt,steps",
-                        help="which parts of the study to run (they run in this order)")
+    parser.add_argument("--study-parts", default=",".join(STUDY_PARTS),
+                        help="which parts of the study to run (always in the order sweep, best, adopt, steps)")
     parser.add_argument("--sweep-n", type=int, default=STUDY["n"], help="samples per guidance scale in the study")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--segment", type=int, default=250, help="steps between checkpoints")
@@ -258,7 +269,10 @@ def main() -> None:
         print(json.dumps(REFERENCES, indent=1))
         return
     if args.study:
-        study(args.name, args.study_parts.split(","), args.sweep_n)
+        parts = args.study_parts.split(",")
+        if set(parts) - set(STUDY_PARTS):
+            parser.error(f"unknown study parts {sorted(set(parts) - set(STUDY_PARTS))}; choose from {STUDY_PARTS}")
+        study(args.name, parts, args.sweep_n)
         return
     spec = dict(REFERENCES[args.name])
     sampler = spec.pop("sampler", {})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -126,10 +125,8 @@ def test_missing_and_corrupt_weights_give_clear_errors(tmp_path, monkeypatch):
         zoo.load("nope")  # a bare name that is not shipped, not "no checkpoint at nope"
 
 
-
-
 def test_the_guidance_scale_is_chosen_on_training_images_and_stored_with_the_weights(monkeypatch):
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import train_reference
 
     # the rule: the lowest FCD against the training images, even where the test images would pick another scale
@@ -146,3 +143,4 @@ def test_the_guidance_scale_is_chosen_on_training_images_and_stored_with_the_wei
         assert MANIFEST[name]["recipe"]["sampler"]["guidance_scale"] == chosen, name
         assert MANIFEST[name]["study"]["best"]["guidance_scale"] == chosen, name
         assert zoo.load(name, device="cpu").extra["guidance_scale"] == chosen, name
+        assert train_reference.REFERENCES[name]["sampler"]["guidance_scale"] == chosen, name  # a retrain keeps it
