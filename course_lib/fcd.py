@@ -228,13 +228,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * tr_covmean)  # ||dmu||^2 + Tr(...)
 
 
-def fcd(
-    images_a: torch.Tensor,
-    images_b: torch.Tensor,
-    dataset: str = "mnist",
-    batch_size: int = 500,
-    device: torch.device | str | None = None,
-) -> float:
+def fcd(images_a: torch.Tensor, images_b: torch.Tensor, dataset: str = "mnist", batch_size: int = 500,
+        device: torch.device | str | None = None) -> float:
     """Frechet classifier distance between two image sets, each (N, 1, 28, 28) in [0, 1]."""
     images_a = check_images(images_a, "images_a", unit_range=True)
     images_b = check_images(images_b, "images_b", unit_range=True)
