@@ -152,13 +152,18 @@ def within_class_spread(images: torch.Tensor, labels: torch.Tensor) -> float:
     return torch.stack([images[labels == k].std(0).mean() for k in labels.unique()]).mean().item()
 
 
+def write_manifest(manifest: dict, path: Path | None = None) -> None:
+    """Write the manifest of reference models atomically (default: zoo's), its entries sorted by name."""
+    with atomic_write(path or zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
+        json.dump(dict(sorted(manifest.items())), f, indent=1)
+
+
 def _save_study(name: str, part: dict) -> None:
     """Merge ``part`` into the ``study`` of reference ``name`` in the manifest (atomic), so each
     finished part is kept."""
     manifest = zoo.references()
     manifest[name].setdefault("study", {}).update(part)
-    with atomic_write(zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
-        json.dump(dict(sorted(manifest.items())), f, indent=1)
+    write_manifest(manifest)
 
 
 def study(name: str, parts: list[str], sweep_n: int) -> None:
@@ -243,8 +248,7 @@ def adopt_chosen_scale(name: str, dataset: str, ref_stats) -> None:
                          f"the curve was measured during training with w = {curve_w:g} and DDIM 10); final and "
                          f"check were measured with w = {w:g}.")
     os.replace(new_path, path)
-    with atomic_write(zoo.REFERENCES_MANIFEST, mode="w", encoding="utf-8") as f:
-        json.dump(dict(sorted(manifest.items())), f, indent=1)
+    write_manifest(manifest)
 
 
 def main() -> None:
@@ -342,9 +346,7 @@ def main() -> None:
     }
     manifest = zoo.references()
     manifest[args.name] = entry
-    with atomic_write(zoo.REFERENCES_MANIFEST if args.out == zoo.WEIGHTS_DIR else args.out / "references.json",
-                      mode="w", encoding="utf-8") as f:
-        json.dump(dict(sorted(manifest.items())), f, indent=1)
+    write_manifest(manifest, zoo.REFERENCES_MANIFEST if args.out == zoo.WEIGHTS_DIR else args.out / "references.json")
     print(json.dumps({k: entry[k] for k in ("steps", "train_seconds", "final", "check")}, indent=1))
 
 
